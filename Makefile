@@ -1,0 +1,49 @@
+# make run  : install, migrate, seed the demo hospitals, start the web server and a worker
+# make test : the whole suite (SQLite, then MariaDB when it is reachable)
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+MARIADB_TEST_URL ?= mysql://root@127.0.0.1:3306/hospital
+
+.PHONY: run test install install-mysql migrate seed worker web clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(VENV)/bin/python requirements/base.txt requirements/ml.txt requirements/local.txt
+	$(PY) -m pip install --quiet -r requirements/local.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed-mysql: $(VENV)/.installed requirements/mysql.txt
+	$(PY) -m pip install --quiet -r requirements/mysql.txt
+	touch $@
+
+install-mysql: $(VENV)/.installed-mysql
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+seed: migrate
+	$(PY) manage.py seed_demo
+
+run: seed
+	@echo "Portal: http://$(HOST):$(PORT)/   (stop with Ctrl-C)"
+	@trap 'kill 0' INT TERM EXIT; \
+	$(VENV)/bin/celery -A config worker --loglevel=INFO --concurrency=1 -Q inference,default & \
+	$(PY) manage.py runserver $(HOST):$(PORT)
+
+test: install
+	$(PY) -m pytest -q
+	@if $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 3306), 0.5)" 2>/dev/null; then \
+		$(MAKE) --no-print-directory install-mysql && \
+		echo "== again on MariaDB ($(MARIADB_TEST_URL))" && \
+		DATABASE_URL=$(MARIADB_TEST_URL) $(PY) -m pytest -q --create-db; \
+	else echo "MariaDB not reachable on 127.0.0.1:3306: SQLite run only"; fi
+
+clean:
+	rm -rf var

@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class HospitalsConfig(AppConfig):
+    name = "hospitals"
+    verbose_name = "Hospitals and access"
+
+    def ready(self):
+        from . import signals  # noqa: F401

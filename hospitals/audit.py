@@ -1,0 +1,135 @@
+"""The append-only, hash-chained audit trail.
+
+`audit_record` is the only writer. Each hospital has its own chain (`h<id>`; events
+without a hospital, such as logins, go to `platform`). An entry's hash covers its fields
+and the previous hash; the chain head row is locked while appending, so concurrent
+writers of one chain queue up instead of forking it."""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django_scopes import scopes_disabled
+
+from .models import AuditChainHead, AuditEvent, Hospital, User
+
+GENESIS = "0" * 64
+
+
+def chain_name(hospital_id: int | None) -> str:
+    return f"h{hospital_id}" if hospital_id else "platform"
+
+
+def _canonical(event: AuditEvent) -> bytes:
+    payload = {
+        "chain": event.chain,
+        "seq": event.seq,
+        "at": event.at.astimezone(UTC).isoformat(timespec="microseconds"),
+        "hospital": event.hospital_id,
+        "actor": event.actor_id,
+        "actor_email": event.actor_email,
+        "action": event.action,
+        "object_type": event.object_type,
+        "object_id": event.object_id,
+        "detail": event.detail,
+        "ip": event.ip,
+        "user_agent": event.user_agent,
+        "prev_hash": event.prev_hash,
+    }
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def compute_hash(event: AuditEvent) -> str:
+    return hashlib.sha256(_canonical(event)).hexdigest()
+
+
+def client_ip(request) -> str | None:
+    if request is None:
+        return None
+    if getattr(settings, "AUDIT_TRUST_X_FORWARDED_FOR", False):
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def audit_record(
+    *,
+    action: str,
+    object_type: str,
+    object_id: str | int = "",
+    hospital: Hospital | None = None,
+    actor: User | None = None,
+    request=None,
+    detail: dict | None = None,
+) -> AuditEvent:
+    """Append one entry. `request` supplies the actor (when not given), IP and user agent."""
+    if actor is None and request is not None and request.user.is_authenticated:
+        actor = request.user
+    chain = chain_name(hospital.pk if hospital else None)
+    with transaction.atomic(), scopes_disabled():
+        head, _ = AuditChainHead.objects.get_or_create(chain=chain, defaults={"hash": GENESIS})
+        head = AuditChainHead.objects.select_for_update().get(pk=head.pk)
+        event = AuditEvent(
+            hospital=hospital,
+            chain=chain,
+            seq=head.seq + 1,
+            at=timezone.now(),
+            actor=actor,
+            actor_email=actor.email if actor else "",
+            action=action,
+            object_type=object_type,
+            object_id=str(object_id),
+            detail=detail or {},
+            ip=client_ip(request),
+            user_agent=(request.META.get("HTTP_USER_AGENT", "")[:300] if request is not None else ""),
+            prev_hash=head.hash,
+        )
+        event.hash = compute_hash(event)
+        event.save()
+        head.seq, head.hash = event.seq, event.hash
+        head.save(update_fields=["seq", "hash"])
+    return event
+
+
+@dataclass
+class ChainProblem:
+    chain: str
+    seq: int | None
+    problem: str
+
+
+def audit_verify(*, chain: str | None = None) -> tuple[int, list[ChainProblem]]:
+    """Re-walk every chain (or one). Returns (entries checked, problems found).
+
+    Detects an edited entry (hash mismatch), a deleted or inserted entry (a gap in seq or a
+    broken prev_hash link) and a deleted tail (the head records more than is left)."""
+    problems: list[ChainProblem] = []
+    checked = 0
+    with scopes_disabled():
+        heads = AuditChainHead.objects.all()
+        chains = {h.chain: h for h in heads}
+        names = set(chains) | set(AuditEvent.objects.values_list("chain", flat=True).distinct())
+        if chain is not None:
+            names &= {chain}
+        for name in sorted(names):
+            expected_seq, prev = 1, GENESIS
+            for event in AuditEvent.objects.filter(chain=name).order_by("seq").iterator(chunk_size=2000):
+                checked += 1
+                if event.seq != expected_seq:
+                    problems.append(ChainProblem(name, event.seq, f"entries missing before seq {event.seq}"))
+                if event.prev_hash != prev:
+                    problems.append(ChainProblem(name, event.seq, "link to the previous entry is broken"))
+                if compute_hash(event) != event.hash:
+                    problems.append(ChainProblem(name, event.seq, "entry was altered (hash mismatch)"))
+                expected_seq, prev = event.seq + 1, event.hash
+            head = chains.get(name)
+            if head is None:
+                problems.append(ChainProblem(name, None, "chain head is missing"))
+            elif head.seq != expected_seq - 1 or head.hash != prev:
+                problems.append(ChainProblem(name, head.seq, "entries missing at the end of the chain"))
+    return checked, problems

@@ -1,0 +1,49 @@
+"""Opens the tenant scope once per portal request.
+
+Security invariant: for every URL that carries `hospital_slug`, a user who is not an
+active member of that hospital gets the same 404 as for a hospital that does not exist,
+and every view below runs inside `scope(hospital=...)`, so scoped managers can only
+return that hospital's rows. No header or query parameter can choose the hospital."""
+
+from django.contrib.auth.views import redirect_to_login
+from django.http import Http404
+from django.urls import Resolver404, resolve
+from django_scopes import scope, scopes_disabled
+
+from . import selectors
+
+
+class TenantScopeMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        request.hospital = None
+        request.membership = None
+        try:
+            match = resolve(request.path_info)
+        except Resolver404:
+            return self.get_response(request)
+
+        slug = match.kwargs.get("hospital_slug")
+        if slug is not None:
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            membership = selectors.membership_for(user=request.user, hospital_slug=slug)
+            if membership is None:
+                raise Http404("No such hospital.")
+            request.hospital = membership.hospital
+            request.membership = membership
+            with scope(hospital=membership.hospital):
+                return self.get_response(request)
+
+        if match.app_name == "admin" and request.user.is_authenticated:
+            # Platform superusers see every hospital; hospital admins only theirs.
+            if request.user.is_superuser:
+                with scopes_disabled():
+                    return self.get_response(request)
+            hospitals = selectors.admin_hospital_ids(user=request.user)
+            with scope(hospital=hospitals):
+                return self.get_response(request)
+
+        return self.get_response(request)

@@ -1,0 +1,42 @@
+"""Entry points that open a hospital scope outside a web request: management commands
+and Celery tasks. Each takes a hospital id or slug, reloads it and runs inside
+`scope(hospital=...)`; there is no other way into scoped data from those entry points."""
+
+from celery import Task
+from django.core.management.base import BaseCommand, CommandError
+from django_scopes import scope
+
+from .models import Hospital
+
+
+class ScopedCommand(BaseCommand):
+    """A management command that works on one hospital: `--hospital <slug>` is required
+    and `handle_scoped(hospital, **options)` runs inside its scope."""
+
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parser.add_argument("--hospital", required=True, help="Slug of the hospital to work on.")
+        return parser
+
+    def handle(self, *args, **options):
+        slug = options.pop("hospital")
+        hospital = Hospital.objects.filter(slug=slug).first()
+        if hospital is None:
+            raise CommandError(f"No hospital with slug '{slug}'.")
+        with scope(hospital=hospital):
+            return self.handle_scoped(hospital, *args, **options)
+
+    def handle_scoped(self, hospital: Hospital, *args, **options):
+        raise NotImplementedError
+
+
+class HospitalTask(Task):
+    """Celery base for hospital work. Call with `hospital_id=` among the kwargs; the body
+    runs inside that hospital's scope and receives the Hospital as `hospital`."""
+
+    abstract = True
+
+    def __call__(self, *args, **kwargs):
+        hospital = Hospital.objects.get(pk=kwargs.pop("hospital_id"))
+        with scope(hospital=hospital):
+            return super().__call__(*args, hospital=hospital, **kwargs)

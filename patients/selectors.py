@@ -1,0 +1,73 @@
+"""Reads about patients. Run inside a hospital scope; reads of patient data are audited
+by the caller with `patient_audit_read`."""
+
+from django.db.models import Q, QuerySet
+
+from hospitals.audit import audit_record
+from hospitals.models import Hospital
+
+from .models import LabResult, Patient, Status
+
+
+def patient_list(*, hospital: Hospital, query: str = "", status: str = "") -> QuerySet[Patient]:
+    """Patients of the hospital, searched by MRN or name and filtered by status."""
+    qs = Patient.objects.filter(hospital=hospital)
+    query = query.strip()
+    if query:
+        terms = Q(mrn__iexact=query) | Q(mrn__istartswith=query)
+        for word in query.split():
+            terms |= Q(given_name__icontains=word) | Q(family_name__icontains=word)
+        if len(query.split()) > 1:
+            words = query.split()
+            terms |= Q(given_name__icontains=words[0], family_name__icontains=words[-1])
+        qs = qs.filter(terms)
+    if status in Status.values:
+        qs = qs.filter(status=status)
+    return qs.order_by("family_name", "given_name", "id")
+
+
+def patient_get(*, hospital: Hospital, pk: int) -> Patient:
+    """One patient of this hospital; another hospital's id raises Patient.DoesNotExist (404)."""
+    return Patient.objects.select_related("hospital").get(hospital=hospital, pk=pk)
+
+
+def patient_timeline(*, patient: Patient):
+    return patient.status_changes.select_related("changed_by", "lab_test").order_by("-effective_date", "-changed_at")
+
+
+def patient_lab_tests(*, patient: Patient):
+    return patient.lab_tests.select_related("recorded_by").order_by("-sample_date", "-id")
+
+
+def status_counts(*, hospital: Hospital) -> dict[str, int]:
+    from django.db.models import Count
+
+    rows = Patient.objects.filter(hospital=hospital).values("status").annotate(n=Count("id"))
+    counts = {s: 0 for s in Status.values}
+    counts.update({row["status"]: row["n"] for row in rows})
+    return counts
+
+
+def suggested_status(*, patient: Patient) -> str | None:
+    """What the latest lab result suggests, if it suggests a move the state machine allows.
+    Only a suggestion: a clinician records the change."""
+    latest = patient.lab_tests.order_by("-sample_date", "-id").first()
+    if latest is None:
+        return None
+    if latest.result == LabResult.NEGATIVE and patient.status == Status.SUSPECTED:
+        return Status.NEGATIVE
+    if latest.result == LabResult.POSITIVE and patient.status in (Status.SUSPECTED, Status.NEGATIVE, Status.RECOVERED):
+        return Status.CARRIER
+    return None
+
+
+def patient_audit_read(*, request, patients, action: str = "view") -> None:
+    """Record that the requesting user saw these patients (one entry per list page,
+    naming every patient id on it)."""
+    ids = [p.pk for p in patients]
+    if action == "view":
+        audit_record(action="view", object_type="patient", object_id=ids[0], hospital=request.hospital,
+                     request=request)
+    else:
+        audit_record(action="list", object_type="patient", hospital=request.hospital, request=request,
+                     detail={"patients": ids})
