@@ -39,4 +39,3 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 CELERY_BROKER_URL = "memory://"
-CELERY_TASK_ALWAYS_EAGER = False
