@@ -42,7 +42,7 @@ CACHES = {"default": env.cache("CACHE_URL", default=f"filecache://{VAR_DIR / 'ca
 
 # --- Applications ---------------------------------------------------------------------------
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "hospitals.admin_site.HospitalAdminConfig",  # django.contrib.admin with the hospital admin site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

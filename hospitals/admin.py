@@ -1,0 +1,422 @@
+"""Django admin for hospitals, people and the audit trail, and the tenant plumbing every
+ModelAdmin of the project uses (`TenantAdminMixin`, `TenantInlineMixin`).
+
+Security invariant: a hospital admin (active `hospital_admin` membership, not a
+superuser) sees only rows of the hospitals they administer, in every changelist, change
+form, FK dropdown, autocomplete, inline, list filter and history view, and another
+hospital's object id is answered 404 exactly like a missing one. Two layers do this: the
+scope that `TenantScopeMiddleware` opens for /admin/ (scoped managers) and the explicit
+filters below, so a model whose manager is not scoped (Hospital, User) is limited too.
+
+Permissions of non-superusers come from their membership role through
+`hospitals.permissions.POLICY` (see `hospital_admin_policy` on each ModelAdmin), never
+from Django model permissions. Writes go through the services, which audit them."""
+
+from django import forms
+from django.contrib import admin
+from django.contrib.admin.options import TO_FIELD_VAR
+from django.contrib.admin.utils import unquote
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.forms import UserChangeForm as DjangoUserChangeForm
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.http import Http404
+
+from . import services
+from .admin_site import admin_hospital_ids
+from .audit import audit_record
+from .models import AuditEvent, Hospital, Membership, Role, User
+from .permissions import role_can
+
+PERMISSIONS = ("view", "add", "change", "delete")
+
+
+def tenant_choices(model, request) -> models.QuerySet | None:
+    """The rows of `model` a user may pick in a form or filter (None: no limit)."""
+    ids = admin_hospital_ids(request)
+    if ids is None:
+        return None
+    if model is Hospital:
+        return Hospital.objects.filter(pk__in=ids)
+    if model is User:
+        return User.objects.filter(memberships__hospital_id__in=ids).distinct()
+    if any(f.name == "hospital" for f in model._meta.get_fields()):
+        return model._default_manager.filter(hospital_id__in=ids)
+    return None
+
+
+class TenantAdminMixin:
+    """Limits a ModelAdmin to the requesting hospital admin's hospitals
+    (openwisp-utils' MultitenantAdminMixin, adapted to memberships and scopes).
+
+    `tenant_path` is the lookup from the model to its hospital id; `hospital_admin_policy`
+    maps each admin permission to a POLICY action a hospital admin's role must hold
+    (None: refused); `denied_to_all` refuses a permission to superusers too."""
+
+    tenant_path = "hospital_id"
+    hospital_admin_policy: dict[str, str | None] = {}
+    denied_to_all: frozenset[str] = frozenset()
+
+    # -- rows ------------------------------------------------------------------------------
+    def tenant_filter(self, request, queryset):
+        ids = admin_hospital_ids(request)
+        if ids is None:
+            return queryset
+        if not ids:
+            return queryset.none()
+        queryset = queryset.filter(**{f"{self.tenant_path}__in": ids})
+        return queryset.distinct() if "__" in self.tenant_path else queryset
+
+    def get_queryset(self, request):
+        return self.tenant_filter(request, super().get_queryset(request))
+
+    def get_search_results(self, request, queryset, search_term):
+        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        return self.tenant_filter(request, queryset), may_have_duplicates
+
+    def object_in_tenant(self, request, obj) -> bool:
+        ids = admin_hospital_ids(request)
+        if ids is None:
+            return True
+        if self.tenant_path == "hospital_id":
+            return obj.hospital_id in ids
+        return self.tenant_filter(request, self.model._base_manager.filter(pk=obj.pk)).exists()
+
+    # -- relations a user can set -------------------------------------------------------------
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        choices = tenant_choices(db_field.remote_field.model, request)
+        if choices is not None:
+            kwargs["queryset"] = choices
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        choices = tenant_choices(db_field.remote_field.model, request)
+        if choices is not None:
+            kwargs["queryset"] = choices
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    # -- permissions --------------------------------------------------------------------------
+    def tenant_permission(self, request, perm: str, obj=None) -> bool:
+        if perm in self.denied_to_all:
+            return False
+        ids = admin_hospital_ids(request)
+        if ids is None:
+            return True
+        if not ids:
+            return False
+        action = self.hospital_admin_policy.get(perm)
+        if action is None or not role_can(Role.HOSPITAL_ADMIN, action):
+            return False
+        return obj is None or self.object_in_tenant(request, obj)
+
+    def has_view_permission(self, request, obj=None):
+        return self.tenant_permission(request, "view", obj) or self.tenant_permission(request, "change", obj)
+
+    def has_add_permission(self, request, *args):
+        return self.tenant_permission(request, "add")
+
+    def has_change_permission(self, request, obj=None):
+        return self.tenant_permission(request, "change", obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return self.tenant_permission(request, "delete", obj)
+
+    def has_module_permission(self, request):
+        return self.has_view_permission(request)
+
+    # -- another hospital's id is a 404, before any permission check ---------------------------
+    def get_object_or_404(self, request, object_id):
+        to_field = request.POST.get(TO_FIELD_VAR, request.GET.get(TO_FIELD_VAR))
+        obj = self.get_object(request, unquote(object_id), to_field)
+        if obj is None:
+            raise Http404("No such object.")
+        return obj
+
+    def _get_obj_does_not_exist_redirect(self, request, opts, object_id):
+        # Django redirects to the index with "doesn't exist" here; answer like any missing page.
+        raise Http404("No such object.")
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        self.get_object_or_404(request, object_id)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        self.get_object_or_404(request, object_id)
+        return super().delete_view(request, object_id, extra_context)
+
+    def history_view(self, request, object_id, extra_context=None):
+        self.get_object_or_404(request, object_id)
+        return super().history_view(request, object_id, extra_context)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        # The bulk delete action bypasses delete_model (and so the services and audit).
+        actions.pop("delete_selected", None)
+        return actions
+
+
+class TenantHistoryAdminMixin(TenantAdminMixin):
+    """For simple-history admins: the stock history views fall back to the unscoped
+    historical table for ids the queryset does not hold, and the per-version view saves
+    a "revert" on POST whatever the permissions say. Here both are 404 for another
+    hospital's object and the version view is read-only (writes go through services)."""
+
+    def history_form_view(self, request, object_id, version_id, extra_context=None):
+        self.get_object_or_404(request, object_id)
+        if request.method == "POST":
+            raise Http404("Reverting from history is not possible here.")
+        return super().history_form_view(request, object_id, version_id, extra_context)
+
+    def revert_disabled(self, request, obj=None):
+        return True
+
+
+class TenantInlineMixin:
+    """Inline rows limited to the admin's hospitals; read-only unless `editable`."""
+
+    editable = False
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        ids = admin_hospital_ids(request)
+        if ids is None:
+            return queryset
+        return queryset.filter(hospital_id__in=ids)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        choices = tenant_choices(db_field.remote_field.model, request)
+        if choices is not None:
+            kwargs["queryset"] = choices
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_view_permission(self, request, obj=None):
+        ids = admin_hospital_ids(request)
+        if ids is None:
+            return True
+        return bool(ids) and (obj is None or obj.hospital_id in ids)
+
+
+HospitalFilter = ("hospital", admin.RelatedOnlyFieldListFilter)
+
+
+class RequestForm(forms.ModelForm):
+    """A ModelForm that knows the request (set by `get_form`), for checks that services
+    would otherwise refuse after validation (too late to show in the form)."""
+
+    request = None
+
+
+def form_with_request(form_class, request):
+    return type(form_class.__name__, (form_class,), {"request": request})
+
+
+# --- Hospitals ----------------------------------------------------------------------------------
+@admin.register(Hospital)
+class HospitalAdmin(TenantAdminMixin, admin.ModelAdmin):
+    """Platform superusers manage hospitals; a hospital admin sees their own, read-only."""
+
+    tenant_path = "pk"
+    hospital_admin_policy = {"view": "members.manage"}
+    denied_to_all = frozenset({"delete"})  # hospitals own records and an audit chain: deactivate instead
+    list_display = ["name", "slug", "is_active", "created_at"]
+    list_filter = ["is_active"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    readonly_fields = ["created_at"]
+
+    def object_in_tenant(self, request, obj):
+        ids = admin_hospital_ids(request)
+        return ids is None or obj.pk in ids
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*self.readonly_fields, "slug"] if obj is not None else self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            created = services.hospital_create(name=obj.name, slug=obj.slug, actor=request.user)
+            if not obj.is_active:
+                created.is_active = False
+                created.save(update_fields=["is_active"])
+            obj.pk, obj.created_at = created.pk, created.created_at
+            obj._state.adding = False
+            return
+        if form.changed_data:
+            super().save_model(request, obj, form, change)
+            audit_record(action="update", object_type="hospital", object_id=obj.pk, hospital=obj, request=request,
+                         detail={"fields": sorted(form.changed_data), "via": "admin"})
+
+
+# --- Users and memberships ----------------------------------------------------------------------
+class MembershipInline(TenantInlineMixin, admin.TabularInline):
+    model = Membership
+    fk_name = "user"
+    fields = ["hospital", "role", "is_active", "created_at", "deactivated_at"]
+    readonly_fields = fields
+
+
+class UserAddForm(forms.ModelForm):
+    """New accounts get no password; they set one through the emailed reset link."""
+
+    class Meta:
+        model = User
+        fields = ["email", "first_name", "last_name"]
+
+    def clean_email(self):
+        email = self.cleaned_data["email"].strip().lower()
+        if services.user_find_by_email(email=email) is not None:
+            raise ValidationError("A user with this email address already exists.")
+        return email
+
+
+class UserChangeForm(DjangoUserChangeForm):
+    class Meta(DjangoUserChangeForm.Meta):
+        model = User
+
+    def clean_email(self):
+        email = self.cleaned_data["email"].strip().lower()
+        clash = User.objects.filter(email__iexact=email).exclude(pk=self.instance.pk)
+        if clash.exists():
+            raise ValidationError("A user with this email address already exists.")
+        return email
+
+
+@admin.register(User)
+class UserAdmin(TenantAdminMixin, DjangoUserAdmin):
+    """Superusers manage accounts; a hospital admin sees the members of their hospitals,
+    read-only (no password or permission changes of anyone)."""
+
+    tenant_path = "memberships__hospital_id"
+    hospital_admin_policy = {"view": "members.manage"}
+    denied_to_all = frozenset({"delete"})  # accounts are referenced by the audit trail: deactivate instead
+    form = UserChangeForm
+    add_form = UserAddForm
+    ordering = ["email"]
+    list_display = ["email", "first_name", "last_name", "is_active", "is_superuser", "last_login"]
+    list_filter = ["is_active", "is_superuser"]
+    search_fields = ["email", "first_name", "last_name"]
+    inlines = [MembershipInline]
+    fieldsets = [
+        (None, {"fields": ["email", "password"]}),
+        ("Name", {"fields": ["first_name", "last_name"]}),
+        ("Platform access", {"fields": ["is_active", "is_superuser", "is_staff"]}),
+        ("Dates", {"fields": ["last_login", "date_joined"]}),
+    ]
+    member_fieldsets = [
+        (None, {"fields": ["email", "first_name", "last_name", "is_active"]}),
+        ("Dates", {"fields": ["last_login", "date_joined"]}),
+    ]
+    add_fieldsets = [(None, {"fields": ["email", "first_name", "last_name"]})]
+    filter_horizontal = []
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is not None and admin_hospital_ids(request) is not None:
+            return self.member_fieldsets
+        return super().get_fieldsets(request, obj)
+
+    def user_change_password(self, request, id, form_url=""):
+        self.get_object_or_404(request, id)
+        return super().user_change_password(request, id, form_url)
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            created = services.user_create(email=form.cleaned_data["email"],
+                                           first_name=form.cleaned_data.get("first_name", ""),
+                                           last_name=form.cleaned_data.get("last_name", ""))
+            obj.pk, obj.password, obj.date_joined = created.pk, created.password, created.date_joined
+            obj._state.adding = False
+            audit_record(action="create", object_type="user", object_id=obj.pk, request=request,
+                         detail={"via": "admin"})
+            return
+        super().save_model(request, obj, form, change)
+        if form.changed_data:
+            audit_record(action="update", object_type="user", object_id=obj.pk, request=request,
+                         detail={"fields": sorted(form.changed_data), "via": "admin"})
+            if "is_active" in form.changed_data and not obj.is_active:
+                services.user_end_sessions(user=obj)
+
+
+class MembershipForm(RequestForm):
+    def clean(self):
+        cleaned = super().clean()
+        actor = self.request.user if self.request else None
+        if self.instance.pk and actor is not None and self.instance.user_id == actor.pk:
+            if cleaned.get("role") not in (None, Role.HOSPITAL_ADMIN):
+                self.add_error("role", "You cannot remove your own admin role.")
+            if cleaned.get("is_active") is False:
+                self.add_error("is_active", "You cannot deactivate yourself.")
+        if not self.instance.pk and cleaned.get("user") and cleaned.get("hospital"):
+            if Membership.objects.filter(user=cleaned["user"], hospital=cleaned["hospital"]).exists():
+                self.add_error("user", "This person already has a membership in this hospital.")
+        return cleaned
+
+
+@admin.register(Membership)
+class MembershipAdmin(TenantAdminMixin, admin.ModelAdmin):
+    """Hospital admins change roles and (de)activate members of their hospitals; invitations
+    happen in the portal (they send the set-password email), or here for superusers."""
+
+    form = MembershipForm
+    hospital_admin_policy = {"view": "members.manage", "change": "members.manage"}
+    denied_to_all = frozenset({"delete"})  # deactivate instead: the membership is the access record
+    list_display = ["user", "hospital", "role", "is_active", "created_at"]
+    list_filter = ["role", "is_active", HospitalFilter]
+    search_fields = ["user__email", "user__first_name", "user__last_name"]
+    autocomplete_fields = ["user"]
+    list_select_related = ["user", "hospital"]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        return form_with_request(super().get_form(request, obj, change, **kwargs), request)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["user", "hospital", "role"]
+        return ["user", "hospital", "role", "is_active", "invited_by", "created_at", "deactivated_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        return ["user", "hospital", "invited_by", "created_at", "deactivated_at"]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            created = services.membership_invite(hospital=obj.hospital, email=obj.user.email, role=obj.role,
+                                                 invited_by=request.user, request=request)
+            obj.pk, obj.created_at, obj.invited_by = created.pk, created.created_at, created.invited_by
+            obj._state.adding = False
+            return
+        current = Membership.objects.get(pk=obj.pk)
+        if "role" in form.changed_data:
+            services.membership_change_role(membership=current, role=obj.role, actor=request.user, request=request)
+        if "is_active" in form.changed_data:
+            if obj.is_active:
+                services.membership_reactivate(membership=current, actor=request.user, request=request)
+            else:
+                services.membership_deactivate(membership=current, actor=request.user, request=request)
+
+
+# --- Audit trail ----------------------------------------------------------------------------------
+@admin.register(AuditEvent)
+class AuditEventAdmin(TenantAdminMixin, admin.ModelAdmin):
+    """Read-only for everyone: the trail is append-only (triggers refuse UPDATE/DELETE).
+    Hospital admins see their hospitals' chains; platform events (sign-ins) only superusers."""
+
+    hospital_admin_policy = {"view": "audit.view"}
+    denied_to_all = frozenset({"add", "change", "delete"})
+    list_display = ["at", "hospital", "actor_email", "action", "object_type", "object_id", "ip"]
+    list_filter = ["action", "object_type", HospitalFilter]
+    search_fields = ["actor_email", "object_type", "object_id"]
+    date_hierarchy = "at"
+    list_select_related = ["hospital"]
+    readonly_fields = [f.name for f in AuditEvent._meta.fields]
