@@ -1,7 +1,32 @@
-from django.contrib.auth.decorators import login_required
-from django.shortcuts import redirect, render
+"""Portal pages about the hospital itself: home (picker), dashboard, members, audit trail.
 
-from . import selectors
+Every view under `/h/<slug>/` runs inside the hospital's scope with `request.hospital`
+and `request.membership` set by `TenantScopeMiddleware`; role checks use `require_action`."""
+
+import csv
+import json
+from datetime import UTC
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import Http404, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods
+from django_scopes import scope
+
+from patients import selectors as patient_selectors
+from patients.models import Status
+
+from . import selectors, services
+from .audit import audit_record
+from .decorators import require_action
+from .forms import AuditFilterForm, MemberInviteForm, MemberRoleForm, add_service_errors
+
+AUDIT_PAGE_SIZE = 50
+RECENT_CHANGES = 10
 
 
 @login_required
@@ -13,5 +38,160 @@ def home(request):
     return render(request, "hospitals/home.html", {"memberships": memberships})
 
 
+@require_action("patient.view")
 def dashboard(request, hospital_slug):
-    return render(request, "hospitals/dashboard.html", {})
+    """Counts per status and the latest status changes of this hospital."""
+    counts = patient_selectors.status_counts(hospital=request.hospital)
+    recent = list(patient_selectors.status_change_recent(hospital=request.hospital, limit=RECENT_CHANGES))
+    if recent:
+        # The recent changes name patients, so this page is a read of patient data.
+        patient_selectors.patient_audit_read(
+            request=request, patients=list({c.patient_id: c.patient for c in recent}.values()), action="list"
+        )
+    return render(request, "hospitals/dashboard.html", {
+        "status_counts": [(Status(value), n) for value, n in counts.items()],
+        "total_patients": sum(counts.values()),
+        "recent_changes": recent,
+    })
+
+
+# --- Members ----------------------------------------------------------------------------------
+
+def _member_or_404(request, pk: int):
+    """A membership of the current hospital only; another hospital's id is a 404."""
+    membership = selectors.member_list(hospital=request.hospital).filter(pk=pk).first()
+    if membership is None:
+        raise Http404("No such member.")
+    return membership
+
+
+@require_action("members.manage")
+def members(request, hospital_slug):
+    return render(request, "hospitals/members.html", {"members": selectors.member_list(hospital=request.hospital)})
+
+
+@require_action("members.manage")
+@require_http_methods(["GET", "POST"])
+def member_invite(request, hospital_slug):
+    form = MemberInviteForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            membership = services.membership_invite(
+                hospital=request.hospital, invited_by=request.user, request=request, **form.cleaned_data
+            )
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        else:
+            messages.success(request, f"Invitation sent to {membership.user.email}.")
+            return redirect("hospitals:members", hospital_slug=request.hospital.slug)
+    return render(request, "hospitals/member_invite.html", {"form": form})
+
+
+@require_action("members.manage")
+@require_http_methods(["GET", "POST"])
+def member_edit(request, hospital_slug, pk):
+    """GET: the member's page. POST `op=role` changes the role, `op=deactivate` revokes
+    access (and ends the member's sessions), `op=reactivate` restores it."""
+    member = _member_or_404(request, pk)
+    form = MemberRoleForm(initial={"role": member.role})
+    if request.method == "POST":
+        op = request.POST.get("op", "role")
+        try:
+            if op == "role":
+                form = MemberRoleForm(request.POST)
+                if form.is_valid():
+                    services.membership_change_role(membership=member, role=form.cleaned_data["role"],
+                                                    actor=request.user, request=request)
+                    messages.success(request, f"{member.user.email} is now {member.get_role_display().lower()}.")
+                    return redirect("hospitals:members", hospital_slug=request.hospital.slug)
+            elif op == "deactivate":
+                services.membership_deactivate(membership=member, actor=request.user, request=request)
+                messages.success(request, f"{member.user.email} no longer has access; their sessions were ended.")
+                return redirect("hospitals:members", hospital_slug=request.hospital.slug)
+            elif op == "reactivate":
+                services.membership_reactivate(membership=member, actor=request.user, request=request)
+                messages.success(request, f"{member.user.email} has access again.")
+                return redirect("hospitals:members", hospital_slug=request.hospital.slug)
+            else:
+                form.add_error(None, "Unknown operation.")
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+            member.refresh_from_db()
+    return render(request, "hospitals/member_edit.html", {"member": member, "form": form})
+
+
+# --- Audit trail ------------------------------------------------------------------------------
+
+def _audit_events(request):
+    """The hospital's audit events narrowed by the filter form (the list and the export
+    share it). Returns (form, queryset)."""
+    form = AuditFilterForm(request.GET or None)
+    events = selectors.audit_event_list(hospital=request.hospital)
+    if form.is_bound and form.is_valid():
+        data = form.cleaned_data
+        if data["action"]:
+            events = events.filter(action=data["action"])
+        if data["object_type"]:
+            events = events.filter(object_type=data["object_type"].strip())
+        if data["actor"]:
+            events = events.filter(actor_email__iexact=data["actor"].strip())
+        if data["date_from"]:
+            events = events.filter(at__date__gte=data["date_from"])
+        if data["date_to"]:
+            events = events.filter(at__date__lte=data["date_to"])
+    elif form.is_bound:
+        events = events.none()
+    return form, events
+
+
+@require_action("audit.view")
+def audit_list(request, hospital_slug):
+    form, events = _audit_events(request)
+    page = Paginator(events, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "hospitals/audit_list.html", {
+        "form": form, "page": page, "querystring": query.urlencode(),
+    })
+
+
+class _Echo:
+    """A file-like object whose write returns the line, for streaming csv.writer output."""
+
+    def write(self, value):
+        return value
+
+
+# Every field the entry's hash covers (see hospitals.audit._canonical), so a reader can
+# recompute each hash and follow the prev_hash links without database access.
+AUDIT_CSV_COLUMNS = ["seq", "at", "chain", "hospital_id", "actor_id", "actor_email", "action", "object_type",
+                     "object_id", "detail", "ip", "user_agent", "prev_hash", "hash"]
+_AT, _DETAIL = AUDIT_CSV_COLUMNS.index("at"), AUDIT_CSV_COLUMNS.index("detail")
+
+
+@require_action("audit.view")
+def audit_export(request, hospital_slug):
+    """Stream the filtered trail as CSV, oldest first, with the chain fields (seq,
+    prev_hash, hash) so the export can be checked offline. The export is itself audited."""
+    form, events = _audit_events(request)
+    filters = {k: str(v) for k, v in (form.cleaned_data.items() if form.is_bound and form.is_valid() else []) if v}
+    audit_record(action="export", object_type="audit_event", hospital=request.hospital, request=request,
+                 detail={"filters": filters})
+    hospital = request.hospital
+    rows = events.order_by("seq").values_list(*AUDIT_CSV_COLUMNS)
+
+    def stream():
+        writer = csv.writer(_Echo())
+        yield writer.writerow(AUDIT_CSV_COLUMNS)
+        # The body is iterated after the middleware has closed the scope: reopen it.
+        with scope(hospital=hospital):
+            for row in rows.iterator(chunk_size=1000):
+                values = list(row)
+                values[_AT] = values[_AT].astimezone(UTC).isoformat(timespec="microseconds")
+                values[_DETAIL] = json.dumps(values[_DETAIL], sort_keys=True, separators=(",", ":"))
+                yield writer.writerow(["" if v is None else v for v in values])
+
+    filename = f"audit-{hospital.slug}-{timezone.localdate():%Y%m%d}.csv"
+    response = StreamingHttpResponse(stream(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

@@ -71,3 +71,11 @@ def patient_audit_read(*, request, patients, action: str = "view") -> None:
     else:
         audit_record(action="list", object_type="patient", hospital=request.hospital, request=request,
                      detail={"patients": ids})
+
+
+def status_change_recent(*, hospital: Hospital, limit: int = 10):
+    """The hospital's latest status changes (newest recorded first), for the dashboard."""
+    from .models import StatusChange
+
+    return (StatusChange.objects.filter(hospital=hospital).select_related("patient", "changed_by")
+            .order_by("-changed_at", "-id")[:limit])
