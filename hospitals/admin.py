@@ -202,10 +202,9 @@ class TenantInlineMixin:
         return False
 
     def has_view_permission(self, request, obj=None):
+        # `obj` is the parent, already found through the parent admin's limited queryset.
         ids = admin_hospital_ids(request)
-        if ids is None:
-            return True
-        return bool(ids) and (obj is None or obj.hospital_id in ids)
+        return ids is None or bool(ids)
 
 
 HospitalFilter = ("hospital", admin.RelatedOnlyFieldListFilter)
@@ -420,3 +419,44 @@ class AuditEventAdmin(TenantAdminMixin, admin.ModelAdmin):
     date_hierarchy = "at"
     list_select_related = ["hospital"]
     readonly_fields = [f.name for f in AuditEvent._meta.fields]
+
+
+# --- Platform-only admins of other apps -------------------------------------------------------------
+class PlatformOnlyAdminMixin:
+    """Models that belong to no hospital (groups, allauth's email addresses, MFA
+    authenticators, user sessions) are for platform superusers only, whatever Django
+    permissions a hospital admin may have been given: their rows span every hospital."""
+
+    def _is_platform_admin(self, request) -> bool:
+        return admin_hospital_ids(request) is None
+
+    def has_module_permission(self, request):
+        return self._is_platform_admin(request) and super().has_module_permission(request)
+
+    def has_view_permission(self, request, obj=None):
+        return self._is_platform_admin(request) and super().has_view_permission(request, obj)
+
+    def has_add_permission(self, request, *args):
+        return self._is_platform_admin(request) and super().has_add_permission(request, *args)
+
+    def has_change_permission(self, request, obj=None):
+        return self._is_platform_admin(request) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return self._is_platform_admin(request) and super().has_delete_permission(request, obj)
+
+
+TENANT_APPS = {"hospitals", "patients", "screening"}
+
+
+def _make_platform_only(site: admin.AdminSite) -> None:
+    for model, model_admin in list(site._registry.items()):
+        if model._meta.app_label in TENANT_APPS or isinstance(model_admin, PlatformOnlyAdminMixin):
+            continue
+        admin_class = type(model_admin)
+        site.unregister(model)
+        site.register(model, type(f"PlatformOnly{admin_class.__name__}", (PlatformOnlyAdminMixin, admin_class), {}))
+
+
+# The apps listed before `hospitals` in INSTALLED_APPS have registered theirs by now.
+_make_platform_only(admin.site)

@@ -110,10 +110,6 @@ class PatientAdmin(TenantHistoryAdminMixin, SimpleHistoryAdmin):
         for field in Patient._meta.concrete_fields:
             setattr(obj, field.attname, getattr(updated, field.attname))
 
-    def save_related(self, request, form, formsets, change):
-        # The inlines are read-only; only many-to-many data (none today) would be saved.
-        form.save_m2m()
-
     # -- reads of patient data are audited, like in the portal ---------------------------------
     def change_view(self, request, object_id, form_url="", extra_context=None):
         patient = self.get_object_or_404(request, object_id)

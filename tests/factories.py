@@ -67,3 +67,41 @@ class LabTestFactory(factory.django.DjangoModelFactory):
     result = "positive"
     sample_date = factory.LazyFunction(datetime.date.today)
     recorded_by = factory.SubFactory(UserFactory)
+
+
+def hospital_world(hospital: Hospital, *, tag: str):
+    """One hospital with an admin, a clinician, a registered patient, a lab test, a status
+    change and the audit rows they leave; names and MRN carry `tag` so a test can look
+    for them in another hospital's responses. Returns a SimpleNamespace."""
+    from types import SimpleNamespace
+
+    from django_scopes import scope
+
+    from hospitals.models import AuditEvent
+    from patients import services as patient_services
+
+    admin = UserFactory(email=f"admin-{tag.lower()}@example.org")
+    clinician = UserFactory(email=f"clinician-{tag.lower()}@example.org")
+    with scope(hospital=hospital):
+        admin_membership = MembershipFactory(user=admin, hospital=hospital, role=Role.HOSPITAL_ADMIN)
+        clinician_membership = MembershipFactory(user=clinician, hospital=hospital, role=Role.CLINICIAN)
+        patient = patient_services.patient_create(
+            hospital=hospital, actor=admin, mrn=f"{tag}-MRN-7731", given_name=f"{tag}given",
+            family_name=f"{tag}family", sex=Sex.FEMALE, birth_date=datetime.date(1980, 1, 2),
+        )
+        lab_test = patient_services.labtest_create(
+            patient=patient, test_type="rt_pcr", result="positive", sample_date=datetime.date.today(),
+            actor=clinician, notes=f"{tag}note",
+        )
+        status_change = patient_services.patient_change_status(
+            patient=patient, to_status="carrier", effective_date=datetime.date.today(), reason=f"{tag}reason",
+            actor=clinician, source="lab_result", lab_test=lab_test,
+        )
+        audit_event = AuditEvent.objects.filter(hospital=hospital).order_by("-seq").first()
+        history_id = patient.history.order_by("-history_id").first().history_id
+    return SimpleNamespace(
+        hospital=hospital, admin=admin, clinician=clinician, admin_membership=admin_membership,
+        clinician_membership=clinician_membership, patient=patient, lab_test=lab_test,
+        status_change=status_change, audit_event=audit_event, history_id=history_id,
+        secrets=[patient.mrn, patient.given_name, patient.family_name, f"{tag}note", f"{tag}reason"],
+    )
