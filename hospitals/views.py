@@ -94,30 +94,35 @@ def member_edit(request, hospital_slug, pk):
     access (and ends the member's sessions), `op=reactivate` restores it."""
     member = _member_or_404(request, pk)
     form = MemberRoleForm(initial={"role": member.role})
+    action_errors: list[str] = []
     if request.method == "POST":
         op = request.POST.get("op", "role")
+        done = None
         try:
             if op == "role":
                 form = MemberRoleForm(request.POST)
                 if form.is_valid():
                     services.membership_change_role(membership=member, role=form.cleaned_data["role"],
                                                     actor=request.user, request=request)
-                    messages.success(request, f"{member.user.email} is now {member.get_role_display().lower()}.")
-                    return redirect("hospitals:members", hospital_slug=request.hospital.slug)
+                    done = f"{member.user.email} is now {member.get_role_display().lower()}."
             elif op == "deactivate":
                 services.membership_deactivate(membership=member, actor=request.user, request=request)
-                messages.success(request, f"{member.user.email} no longer has access; their sessions were ended.")
-                return redirect("hospitals:members", hospital_slug=request.hospital.slug)
+                done = f"{member.user.email} no longer has access; their sessions were ended."
             elif op == "reactivate":
                 services.membership_reactivate(membership=member, actor=request.user, request=request)
-                messages.success(request, f"{member.user.email} has access again.")
-                return redirect("hospitals:members", hospital_slug=request.hospital.slug)
+                done = f"{member.user.email} has access again."
             else:
-                form.add_error(None, "Unknown operation.")
+                action_errors.append("Unknown operation.")
         except ValidationError as exc:
-            add_service_errors(form, exc)
+            if op == "role":
+                add_service_errors(form, exc)
+            else:
+                action_errors.extend(exc.messages)
             member.refresh_from_db()
-    return render(request, "hospitals/member_edit.html", {"member": member, "form": form})
+        if done:
+            messages.success(request, done)
+            return redirect("hospitals:members", hospital_slug=request.hospital.slug)
+    return render(request, "hospitals/member_edit.html", {"member": member, "form": form, "action_errors": action_errors})
 
 
 # --- Audit trail ------------------------------------------------------------------------------
