@@ -1,0 +1,136 @@
+"""Fail-closed tenancy: every hospital-owned model is scoped, an unscoped query raises,
+and the non-web entry points (ScopedCommand, HospitalTask) open exactly one hospital."""
+
+import pytest
+from django.apps import apps
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django_scopes import ScopeError, scope, scopes_disabled
+
+from config.celery_app import app as celery_app
+from hospitals.models import Hospital, Membership
+from hospitals.tenancy import HospitalTask, ScopedCommand
+from patients.models import LabTest, Patient
+
+from ..factories import hospital_world
+
+
+def is_historical(model) -> bool:
+    """simple-history's Historical* tables: reached only through a scoped object's history."""
+    return model.__name__.startswith("Historical") and hasattr(model, "history_id")
+
+
+HOSPITAL_OWNED = sorted(
+    (
+        model
+        for model in apps.get_models()
+        if not is_historical(model)
+        and any(f.name == "hospital" and f.many_to_one and f.related_model is Hospital
+                for f in model._meta.get_fields())
+    ),
+    key=lambda m: m._meta.label,
+)
+
+
+def test_the_list_of_hospital_owned_models_is_complete():
+    labels = {m._meta.label for m in HOSPITAL_OWNED}
+    assert {"hospitals.Membership", "hospitals.AuditEvent", "patients.Patient", "patients.LabTest",
+            "patients.StatusChange"} <= labels
+
+
+@pytest.mark.parametrize("model", HOSPITAL_OWNED, ids=lambda m: m._meta.label)
+def test_default_manager_is_scoped_and_refuses_unscoped_queries(db, model):
+    manager = model._default_manager
+    assert hasattr(manager, "with_scopes_disabled"), f"{model._meta.label} needs ScopedManager(hospital=...)"
+    assert manager.name == "objects"  # the default manager is the scoped one
+    with pytest.raises(ScopeError):
+        manager.count()
+    with pytest.raises(ScopeError):
+        list(manager.filter(pk=1))
+    with pytest.raises(ScopeError):
+        manager.all().exists()
+
+
+@pytest.mark.parametrize("model", HOSPITAL_OWNED, ids=lambda m: m._meta.label)
+def test_scope_shows_only_that_hospitals_rows(hospital_a, hospital_b, model):
+    hospital_world(hospital_a, tag="ALPHA")
+    hospital_world(hospital_b, tag="BETA")
+    with scopes_disabled():
+        own = set(model._default_manager.filter(hospital=hospital_a).values_list("pk", flat=True))
+        total = model._default_manager.count()
+    with scope(hospital=hospital_a):
+        seen = set(model._default_manager.values_list("pk", flat=True))
+        assert not model._default_manager.filter(hospital=hospital_b).exists()
+    assert seen == own
+    assert total > len(own)  # the other hospital's rows exist; the scope hid them
+    with scope(hospital=[hospital_b.pk]):
+        assert not (set(model._default_manager.values_list("pk", flat=True)) & own)
+
+
+def test_related_managers_are_scoped_too(hospital_a, hospital_b):
+    a = hospital_world(hospital_a, tag="ALPHA")
+    with scope(hospital=hospital_b):
+        # Following a relation from another hospital's object does not reach its rows.
+        assert a.patient.lab_tests.count() == 0
+        assert hospital_a.patients.count() == 0
+    with pytest.raises(ScopeError):
+        a.patient.lab_tests.count()
+
+
+# --- ScopedCommand -------------------------------------------------------------------------------
+class ListPatients(ScopedCommand):
+    """A tiny command body: what can it see?"""
+
+    def handle_scoped(self, hospital, *args, **options):
+        self.seen = {
+            "hospital": hospital,
+            "patients": list(Patient.objects.values_list("mrn", flat=True)),
+            "lab_tests": LabTest.objects.count(),
+            "memberships": set(Membership.objects.values_list("hospital_id", flat=True)),
+            "foreign": Patient.objects.filter(hospital__slug="beta").count(),
+        }
+
+
+def test_scoped_command_opens_only_the_given_hospital(hospital_a, hospital_b):
+    a = hospital_world(hospital_a, tag="ALPHA")
+    hospital_world(hospital_b, tag="BETA")
+    command = ListPatients()
+    call_command(command, hospital="alpha")
+    assert command.seen == {"hospital": hospital_a, "patients": [a.patient.mrn], "lab_tests": 1,
+                            "memberships": {hospital_a.pk}, "foreign": 0}
+    with pytest.raises(ScopeError):  # closed again afterwards
+        Patient.objects.count()
+
+
+def test_scoped_command_requires_a_known_hospital(hospital_a):
+    with pytest.raises(CommandError, match="No hospital with slug 'nowhere'"):
+        call_command(ListPatients(), hospital="nowhere")
+    with pytest.raises(CommandError):
+        call_command(ListPatients())
+
+
+# --- HospitalTask --------------------------------------------------------------------------------
+@celery_app.task(base=HospitalTask, name="tests.tenancy.count_patients")
+def count_patients(*, hospital, label):
+    return {
+        "hospital": hospital.pk,
+        "label": label,
+        "patients": list(Patient.objects.values_list("hospital_id", flat=True)),
+        "foreign": Patient.objects.exclude(hospital=hospital).count(),
+    }
+
+
+def test_hospital_task_runs_inside_the_given_hospitals_scope(hospital_a, hospital_b):
+    hospital_world(hospital_a, tag="ALPHA")
+    b = hospital_world(hospital_b, tag="BETA")
+    result = count_patients.apply(kwargs={"hospital_id": hospital_b.pk, "label": "x"}).get()
+    assert result == {"hospital": hospital_b.pk, "label": "x", "patients": [hospital_b.pk], "foreign": 0}
+    assert count_patients(hospital_id=hospital_a.pk, label="y")["patients"] == [hospital_a.pk]
+    assert b.patient.hospital_id == hospital_b.pk
+    with pytest.raises(ScopeError):
+        Patient.objects.count()
+
+
+def test_hospital_task_without_a_hospital_id_fails(db):
+    with pytest.raises(KeyError):
+        count_patients(label="x")
