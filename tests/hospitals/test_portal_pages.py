@@ -1,0 +1,121 @@
+"""Home, dashboard and the shared layout (navigation per role, hospital switcher,
+sign-out, allauth pages in the portal layout)."""
+
+import datetime
+
+import pytest
+from django.urls import reverse
+from django_scopes import scope, scopes_disabled
+
+from hospitals.models import AuditEvent, Role
+from patients import services
+from patients.models import Status
+from tests.factories import MembershipFactory, PatientFactory
+
+
+def hurl(name, hospital, **kwargs):
+    return reverse(f"hospitals:{name}", kwargs={"hospital_slug": hospital.slug, **kwargs})
+
+
+def test_home_redirects_single_membership_to_dashboard(hospital_a, make_member, login):
+    response = login(make_member(hospital_a, Role.VIEWER)).get(reverse("home"))
+    assert response.status_code == 302
+    assert response["Location"] == hurl("dashboard", hospital_a)
+
+
+def test_home_lists_hospitals_to_pick(hospital_a, hospital_b, make_member, login):
+    user = make_member(hospital_a, Role.VIEWER)
+    with scopes_disabled():
+        MembershipFactory(user=user, hospital=hospital_b, role=Role.CLINICIAN)
+    html = login(user).get(reverse("home")).content.decode()
+    assert hurl("dashboard", hospital_a) in html and hurl("dashboard", hospital_b) in html
+    assert "Clinician" in html
+
+
+def test_home_without_memberships_says_so(db, django_user_model, login):
+    user = django_user_model.objects.create_user(email="lonely@example.org", password="x" * 14)
+    response = login(user).get(reverse("home"))
+    assert response.status_code == 200
+    assert "not a member of any hospital" in response.content.decode()
+
+
+def test_home_needs_login(client, db):
+    response = client.get(reverse("home"))
+    assert response.status_code == 302 and reverse("account_login") in response["Location"]
+
+
+@pytest.mark.parametrize("role", list(Role.values))
+def test_dashboard_for_every_role(role, hospital_a, make_member, login):
+    response = login(make_member(hospital_a, role)).get(hurl("dashboard", hospital_a))
+    assert response.status_code == 200
+    html = response.content.decode()
+    admin_links = [hurl("members", hospital_a), hurl("audit_list", hospital_a)]
+    if role == Role.HOSPITAL_ADMIN:
+        assert all(link in html for link in admin_links)
+    else:
+        assert not any(link in html for link in admin_links)
+    assert reverse("patients:list", kwargs={"hospital_slug": hospital_a.slug}) in html
+
+
+def test_dashboard_404_for_non_member_and_missing_hospital(hospital_a, hospital_b, make_member, login):
+    client = login(make_member(hospital_b, Role.HOSPITAL_ADMIN))
+    assert client.get(hurl("dashboard", hospital_a)).status_code == 404
+    assert client.get("/h/no-such-hospital/").status_code == 404
+
+
+def test_dashboard_counts_and_recent_changes(hospital_a, hospital_b, make_member, login):
+    clinician = make_member(hospital_a, Role.CLINICIAN)
+    with scopes_disabled():
+        PatientFactory.create_batch(3, hospital=hospital_a, status=Status.CARRIER)
+        PatientFactory.create_batch(5, hospital=hospital_b, status=Status.CARRIER)
+    with scope(hospital=hospital_a):
+        patient = services.patient_create(hospital=hospital_a, actor=clinician, mrn="D-1", given_name="Dora",
+                                          family_name="Dash", sex="female", birth_date=datetime.date(1990, 1, 1))
+        services.patient_change_status(patient=patient, to_status=Status.NEGATIVE,
+                                       effective_date=datetime.date.today(), reason="PCR negative", actor=clinician)
+    response = login(clinician).get(hurl("dashboard", hospital_a))
+    counts = dict((status.value, n) for status, n in response.context["status_counts"])
+    assert counts["carrier"] == 3 and counts["negative"] == 1 and counts["suspected"] == 0
+    assert response.context["total_patients"] == 4
+    html = response.content.decode()
+    assert "Dora Dash" in html
+    assert 'class="badge status-negative"' in html
+    with scopes_disabled():
+        event = AuditEvent.objects.get(hospital=hospital_a, action="list", actor=clinician)
+    assert event.detail == {"patients": [patient.pk]}
+
+
+def test_layout_shows_user_hospital_switcher_and_logout(hospital_a, hospital_b, make_member, login):
+    user = make_member(hospital_a, Role.CLINICIAN, email="two@example.org")
+    with scopes_disabled():
+        MembershipFactory(user=user, hospital=hospital_b, role=Role.VIEWER)
+    html = login(user).get(hurl("dashboard", hospital_a)).content.decode()
+    assert "two@example.org" in html
+    assert "Alpha General" in html
+    assert hurl("dashboard", hospital_b) in html  # switcher
+    assert f'method="post" action="{reverse("account_logout")}"' in html
+
+
+def test_names_are_escaped(hospital_a, make_member, login):
+    with scopes_disabled():
+        hospital_a.name = "<script>alert(1)</script>"
+        hospital_a.save()
+    html = login(make_member(hospital_a, Role.VIEWER)).get(hurl("dashboard", hospital_a)).content.decode()
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_logout_by_post(hospital_a, make_member, login):
+    client = login(make_member(hospital_a, Role.VIEWER))
+    response = client.post(reverse("account_logout"))
+    assert response.status_code == 302
+    assert client.get(hurl("dashboard", hospital_a)).status_code == 302  # back to sign-in
+
+
+@pytest.mark.parametrize("name", ["account_login", "account_reset_password"])
+def test_allauth_pages_use_portal_layout(name, client, db):
+    response = client.get(reverse(name))
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "css/portal.css" in html and "CovidCare Records" in html
+    assert "sign up" not in html.lower()
