@@ -4,6 +4,7 @@ from allauth.account.adapter import get_adapter as get_account_adapter
 from allauth.account.forms import default_token_generator
 from allauth.account.models import EmailAddress
 from allauth.account.utils import user_pk_to_url_str
+from allauth.core.context import request_context
 from allauth.usersessions.models import UserSession
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -52,7 +53,10 @@ def _send_invitation(*, request, user: User, hospital: Hospital, role: str, new_
         key = default_token_generator.make_token(user)
         path = reverse("account_reset_password_from_key", kwargs={"uidb36": user_pk_to_url_str(user), "key": key})
         context["activate_url"] = request.build_absolute_uri(path) if request is not None else path
-    get_account_adapter(request).send_mail("hospitals/email/invitation", user.email, context)
+    # allauth's send_mail reads the request from its context variable, which only its
+    # middleware sets; the service is also called outside a request cycle (tests, admin hooks).
+    with request_context(request):
+        get_account_adapter(request).send_mail("hospitals/email/invitation", user.email, context)
 
 
 def membership_invite(*, hospital: Hospital, email: str, role: str, first_name: str = "", last_name: str = "",
