@@ -157,6 +157,7 @@ def audit_list(request, hospital_slug):
     query.pop("page", None)
     return render(request, "hospitals/audit_list.html", {
         "form": form, "page": page, "querystring": query.urlencode(),
+        "rows": [(event, json.dumps(event.detail, sort_keys=True)) for event in page],
     })
 
 
