@@ -1,0 +1,115 @@
+"""A seconds-long training run on generated images, then evaluate and
+predict on its output; the sha256 check; import hygiene."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ml.card import CLASSES, read_card, sha256_file
+from tests.ml.synth import synthetic_chest, to_png8
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_training_writes_model_and_card(tiny_model, tiny_dataset):
+    card = read_card(tiny_model)
+    assert card["classes"] == list(CLASSES)
+    assert card["input_size"] == [32, 32, 1]
+    assert 0.0 <= card["threshold"] <= 1.0 and card["temperature"] > 0
+    assert card["weights_sha256"] == sha256_file(tiny_model / "model.keras")
+    assert card["training_manifest_sha256"] == sha256_file(tiny_dataset)
+    assert card["training"]["seconds"] > 0
+    v = card["validation"]
+    assert set(v) >= {"n", "accuracy", "macro_auc", "covid_auc", "ece", "per_class", "by_source"}
+    assert set(v["by_source"]) <= {"siteA", "siteB"}
+    # COVID sensitivity on validation meets the target the threshold was chosen for.
+    assert v["per_class"]["covid"]["sensitivity"] >= 0.95
+    # Patient-disjoint split: validation is a strict subset of the patients.
+    assert 0 < card["split"]["n_val"] < 36
+
+
+def test_evaluate_on_trained_model(tiny_model, tiny_dataset):
+    from ml.evaluate import evaluate
+
+    r = evaluate(tiny_dataset, tiny_model)
+    assert r["n"] == 36
+    assert r["model"]["sha256"] == read_card(tiny_model)["weights_sha256"]
+    for c in CLASSES:
+        assert r["per_class"][c]["n"] == 12
+        assert r["per_class"][c]["auc"] is not None
+    assert 0.0 <= r["ece"] <= 1.0
+    json.dumps(r)  # JSON-ready
+
+
+def test_predict_on_trained_model(tiny_model):
+    from ml.inference import DISCLAIMER, Predictor
+
+    pred = Predictor(tiny_model)
+    img = synthetic_chest(256, 240, seed=100, kind="covid")
+    inputs = [to_png8(img), img, (img * 255).astype(np.uint8)]
+    results = pred.predict_batch(inputs)
+    assert len(results) == 3
+    for r in results:
+        d = r.to_dict()
+        assert d["model_sha256"] == pred.sha256 and d["model_version"]
+        assert d["preprocessing_version"] and d["disclaimer"] == DISCLAIMER
+        assert d["threshold"] == pred.threshold
+        assert d["status"] in ("ok", "cannot_assess")
+        if d["status"] == "ok":
+            assert abs(sum(d["probabilities"].values()) - 1.0) < 1e-4
+            assert d["label"] in CLASSES
+            assert d["covid_probability"] == d["probabilities"]["covid"]
+            assert d["covid_positive"] == (d["covid_probability"] >= d["threshold"])
+            assert d["timings_ms"]["inference"] >= 0
+        else:
+            assert d["reason"] and d["label"] is None
+    # Same picture through bytes, float array and uint8 array: same answer.
+    assert len({r.status for r in results}) == 1
+    if results[0].status == "ok":
+        p0 = results[0].probabilities
+        for r in results[1:]:
+            assert all(abs(r.probabilities[c] - p0[c]) < 1e-3 for c in CLASSES)
+
+
+def test_gradcam_overlay(tiny_model):
+    from ml.explain import explain
+    from ml.inference import Predictor
+
+    pred = Predictor(tiny_model)
+    heat, png = explain(pred, to_png8(synthetic_chest(256, 256, seed=5)))
+    assert heat.ndim == 2 and 0.0 <= heat.min() and heat.max() <= 1.0
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tampered_model_is_refused(tiny_model, tmp_path):
+    from ml.inference import ModelIntegrityError, Predictor
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_model, bad)
+    with open(bad / "model.keras", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ModelIntegrityError):
+        Predictor(bad)
+    # A card pointing at other weights is refused as well.
+    bad2 = tmp_path / "bad2"
+    shutil.copytree(tiny_model, bad2)
+    card = json.loads((bad2 / "card.json").read_text())
+    card["weights_sha256"] = "0" * 64
+    (bad2 / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelIntegrityError):
+        Predictor(bad2)
+
+
+def test_inference_does_not_import_training_or_django():
+    code = ("import sys, ml.inference, ml.preprocessing, ml.quality; "
+            "bad = [m for m in ('ml.train', 'ml.data', 'ml.evaluate', 'django') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
