@@ -45,7 +45,36 @@ def tenant_choices(model, request) -> models.QuerySet | None:
     return None
 
 
-class TenantAdminMixin:
+class NotFoundFirstMixin:
+    """An object the user may not see is answered 404 before any permission check, exactly
+    like a missing one (Django would answer 403 for some views and redirect to the index
+    with "doesn't exist" for others, which tells the two apart)."""
+
+    def get_object_or_404(self, request, object_id):
+        to_field = request.POST.get(TO_FIELD_VAR, request.GET.get(TO_FIELD_VAR))
+        obj = self.get_object(request, unquote(object_id), to_field)
+        if obj is None:
+            raise Http404("No such object.")
+        return obj
+
+    def _get_obj_does_not_exist_redirect(self, request, opts, object_id):
+        # Django redirects to the index with "doesn't exist" here; answer like any missing page.
+        raise Http404("No such object.")
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        self.get_object_or_404(request, object_id)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        self.get_object_or_404(request, object_id)
+        return super().delete_view(request, object_id, extra_context)
+
+    def history_view(self, request, object_id, extra_context=None):
+        self.get_object_or_404(request, object_id)
+        return super().history_view(request, object_id, extra_context)
+
+
+class TenantAdminMixin(NotFoundFirstMixin):
     """Limits a ModelAdmin to the requesting hospital admin's hospitals
     (openwisp-utils' MultitenantAdminMixin, adapted to memberships and scopes).
 
@@ -123,30 +152,6 @@ class TenantAdminMixin:
 
     def has_module_permission(self, request):
         return self.has_view_permission(request)
-
-    # -- another hospital's id is a 404, before any permission check ---------------------------
-    def get_object_or_404(self, request, object_id):
-        to_field = request.POST.get(TO_FIELD_VAR, request.GET.get(TO_FIELD_VAR))
-        obj = self.get_object(request, unquote(object_id), to_field)
-        if obj is None:
-            raise Http404("No such object.")
-        return obj
-
-    def _get_obj_does_not_exist_redirect(self, request, opts, object_id):
-        # Django redirects to the index with "doesn't exist" here; answer like any missing page.
-        raise Http404("No such object.")
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        self.get_object_or_404(request, object_id)
-        return super().change_view(request, object_id, form_url, extra_context)
-
-    def delete_view(self, request, object_id, extra_context=None):
-        self.get_object_or_404(request, object_id)
-        return super().delete_view(request, object_id, extra_context)
-
-    def history_view(self, request, object_id, extra_context=None):
-        self.get_object_or_404(request, object_id)
-        return super().history_view(request, object_id, extra_context)
 
     def get_actions(self, request):
         actions = super().get_actions(request)
@@ -422,13 +427,18 @@ class AuditEventAdmin(TenantAdminMixin, admin.ModelAdmin):
 
 
 # --- Platform-only admins of other apps -------------------------------------------------------------
-class PlatformOnlyAdminMixin:
+class PlatformOnlyAdminMixin(NotFoundFirstMixin):
     """Models that belong to no hospital (groups, allauth's email addresses, MFA
     authenticators, user sessions) are for platform superusers only, whatever Django
-    permissions a hospital admin may have been given: their rows span every hospital."""
+    permissions a hospital admin may have been given: their rows span every hospital.
+    To anyone else their objects do not exist (404)."""
 
     def _is_platform_admin(self, request) -> bool:
         return admin_hospital_ids(request) is None
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        return queryset if self._is_platform_admin(request) else queryset.none()
 
     def has_module_permission(self, request):
         return self._is_platform_admin(request) and super().has_module_permission(request)
