@@ -36,7 +36,8 @@ def patient_in(hospital, status, since=TODAY - datetime.timedelta(days=10)):
 
 def counts(hospital):
     with scopes_disabled():
-        return StatusChange.objects.filter(hospital=hospital).count(), AuditEvent.objects.filter(hospital=hospital).count()
+        changes = StatusChange.objects.filter(hospital=hospital).count()
+        return changes, AuditEvent.objects.filter(hospital=hospital).count()
 
 
 @pytest.mark.parametrize(("current", "target"), PAIRS, ids=[f"{a}->{b}" for a, b in PAIRS])
