@@ -480,3 +480,49 @@ def test_module_list_on_the_index_matches_the_role_table(worlds):
 def test_bulk_delete_action_is_not_offered(worlds, superuser, model):
     request = _request_for(superuser)
     assert "delete_selected" not in admin.site._registry[model].get_actions(request)
+
+
+# --- superuser writes, through the services -------------------------------------------------------
+def test_superuser_adds_a_lab_test_through_the_service(worlds, superuser):
+    a, _ = worlds
+    client = client_for(superuser)
+    url = reverse("admin:patients_labtest_add")
+    data = form_values(client.get(url))
+    data.update(patient=str(a.patient.pk), test_type="antigen", result="negative",
+                sample_date=datetime.date.today().isoformat(), notes="admin entry")
+    response = client.post(url, data)
+    assert response.status_code == 302, response.context and response.context["adminform"].form.errors
+    with scopes_disabled():
+        test = LabTest.objects.get(notes="admin entry")
+        event = AuditEvent.objects.filter(object_type="labtest", object_id=str(test.pk)).get()
+    assert (test.hospital_id, test.recorded_by_id) == (a.hospital.pk, superuser.pk)
+    assert event.actor_id == superuser.pk and event.hospital_id == a.hospital.pk
+
+
+def test_superuser_creates_a_hospital_a_user_and_a_membership(db, superuser):
+    client = client_for(superuser)
+    url = reverse("admin:hospitals_hospital_add")
+    data = form_values(client.get(url))
+    data.update(name="Gamma", slug="gamma", is_active="on")
+    assert client.post(url, data).status_code == 302
+    hospital = Hospital.objects.get(slug="gamma")
+    assert _audit_count(action="create", object_type="hospital", hospital=hospital) == 1
+
+    url = reverse("admin:hospitals_user_add")
+    data = form_values(client.get(url))
+    data.update(email="New.Person@Example.org", first_name="New", last_name="Person")
+    assert client.post(url, data).status_code == 302
+    person = User.objects.get(email="new.person@example.org")
+    assert not person.has_usable_password()
+    data.update(email="NEW.PERSON@example.org")
+    response = client.post(url, data)
+    assert response.status_code == 200 and "email" in response.context["adminform"].form.errors
+
+    url = reverse("admin:hospitals_membership_add")
+    data = form_values(client.get(url))
+    data.update(user=str(person.pk), hospital=str(hospital.pk), role=Role.CLINICIAN)
+    assert client.post(url, data).status_code == 302
+    with scopes_disabled():
+        membership = Membership.objects.get(user=person, hospital=hospital)
+    assert membership.invited_by == superuser
+    assert _audit_count(action="create", object_type="membership", object_id=str(membership.pk)) == 1
