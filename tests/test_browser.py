@@ -20,7 +20,7 @@ from patients.models import Patient, Status
 # (the seed, the checks) are still synchronous and safe.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is in requirements/local.txt")
+from playwright import sync_api  # noqa: E402  (after the environment variable above)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
