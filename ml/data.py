@@ -145,5 +145,20 @@ def load_arrays(records: list[Record], size: int, cache_dir: str | os.PathLike |
     return out
 
 
+def write_manifest(records: list[Record], path: str | os.PathLike) -> Path:
+    """Write records as a manifest with absolute image paths."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(records[0].row) if records and records[0].row else list(REQUIRED_COLUMNS)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for r in records:
+            row = dict(r.row or {}, label=r.label, patient_id=r.patient_id, source=r.source)
+            row["path"] = str(r.path)
+            w.writerow(row)
+    return path
+
+
 def manifest_sha256(manifest: str | os.PathLike) -> str:
     return sha256_file(manifest)

@@ -122,7 +122,7 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
         logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
         return -logp[np.arange(len(y)), y].mean()
 
-    grid = np.exp(np.linspace(math.log(0.05), math.log(20.0), 200))
+    grid = np.exp(np.linspace(math.log(0.05), math.log(100.0), 240))
     best = min(grid, key=nll)
     fine = np.exp(np.linspace(math.log(best / 1.1), math.log(best * 1.1), 101))
     return float(min(fine, key=nll))

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 
 from ml import card as cardlib  # noqa: E402
 from ml.card import CLASSES, COVID  # noqa: E402
-from ml.data import load_arrays, manifest_sha256, patient_split, read_manifest  # noqa: E402
+from ml.data import load_arrays, manifest_sha256, patient_split, read_manifest, write_manifest  # noqa: E402
 from ml.metrics import choose_threshold, fit_temperature, softmax, summarize  # noqa: E402
 from ml.preprocessing import PREPROCESSING_VERSION  # noqa: E402
 
@@ -193,6 +193,14 @@ def train(args: argparse.Namespace) -> Path:
         f"devices={'GPU x%d' % len(gpus) if gpus else 'CPU'}")
 
     records = read_manifest(args.manifest, limit=args.limit, seed=args.seed)
+    holdout = []
+    if args.holdout_sources:
+        # Whole sources kept out of training *and* validation: an estimate of
+        # how the model does on a hospital it has never seen.
+        held = set(args.holdout_sources)
+        holdout = [r for r in records if r.source in held]
+        records = [r for r in records if r.source not in held]
+        log(f"holding out {len(holdout)} images from {', '.join(sorted(held))}")
     tr_idx, va_idx = patient_split(records, args.val_fraction, seed=args.seed)
     if not va_idx or not tr_idx:
         raise SystemExit("manifest too small for a patient-disjoint split")
@@ -261,6 +269,17 @@ def train(args: argparse.Namespace) -> Path:
     # ---- write the artifact -----------------------------------------------
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    write_manifest([records[i] for i in va_idx], out / "val_manifest.csv")
+    holdout_metrics = None
+    if holdout:
+        write_manifest(holdout, out / "holdout_manifest.csv")
+        x_ho = load_arrays(holdout, size, cache_dir=args.cache_dir, progress=False).astype(np.float32)
+        y_ho = np.array([r.y for r in holdout])
+        p_ho = softmax(np.log(np.clip(predict_numpy(model, x_ho), 1e-12, 1.0)) / temperature)
+        holdout_metrics = summarize(y_ho, p_ho, threshold,
+                                    {"by_source": np.array([r.source for r in holdout])})
+        log("held-out sources: covid sensitivity "
+            f"{holdout_metrics['per_class']['covid']['sensitivity']}, n={len(holdout)}")
     model_path = out / cardlib.MODEL_FILE
     final.save(model_path)
     np.savez(out / cardlib.OOD_FILE, **ood)
@@ -294,6 +313,8 @@ def train(args: argparse.Namespace) -> Path:
                      "seconds": round(elapsed, 1), "history": {k: [round(float(v), 5) for v in vs]
                                                                for k, vs in hist.history.items()}},
         "validation": val_metrics,
+        "holdout_sources": sorted(args.holdout_sources or []),
+        "holdout": holdout_metrics,
         "validation_ece_uncalibrated": raw_ece,
         "parameters": int(final.count_params()),
         "flops_per_image": flops,
@@ -345,6 +366,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--target-sensitivity", type=float, default=0.97,
                    help="COVID sensitivity the threshold must keep on validation (>= 0.95)")
+    p.add_argument("--holdout-sources", nargs="*", default=[],
+                   help="sources excluded from training and validation, evaluated at the end")
     p.add_argument("--limit", type=int, default=None, help="use a stratified subset of N images")
     p.add_argument("--time-budget", type=float, default=55.0,
                    help="stop training after this many minutes (0 = none)")
