@@ -122,7 +122,8 @@ def member_edit(request, hospital_slug, pk):
         if done:
             messages.success(request, done)
             return redirect("hospitals:members", hospital_slug=request.hospital.slug)
-    return render(request, "hospitals/member_edit.html", {"member": member, "form": form, "action_errors": action_errors})
+    return render(request, "hospitals/member_edit.html",
+                  {"member": member, "form": form, "action_errors": action_errors})
 
 
 # --- Audit trail ------------------------------------------------------------------------------

@@ -39,7 +39,8 @@ def test_members_pages_only_for_hospital_admins(role, hospital_a, member, make_m
     client = login(make_member(hospital_a, role))
     pk = membership_of(member, hospital_a).pk
     expected = 200 if role == Role.HOSPITAL_ADMIN else 403
-    for page in (hurl("members", hospital_a), hurl("member_invite", hospital_a), hurl("member_edit", hospital_a, pk=pk)):
+    pages = (hurl("members", hospital_a), hurl("member_invite", hospital_a), hurl("member_edit", hospital_a, pk=pk))
+    for page in pages:
         assert client.get(page).status_code == expected, page
     if role != Role.HOSPITAL_ADMIN:
         response = client.post(hurl("member_edit", hospital_a, pk=pk), {"op": "deactivate"})

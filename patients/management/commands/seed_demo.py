@@ -160,4 +160,5 @@ class Command(BaseCommand):
         self.stdout.write(line.format(*("-" * w for w in widths)))
         for row in rows:
             self.stdout.write(line.format(*row))
-        self.stdout.write(self.style.SUCCESS(f"Demo data ready. Password for every demo account: {logins[0]['password']}"))
+        password = logins[0]["password"]
+        self.stdout.write(self.style.SUCCESS(f"Demo data ready. Password for every demo account: {password}"))
