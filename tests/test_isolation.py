@@ -112,11 +112,13 @@ def worlds(hospital_a, hospital_b):
 
 
 def tenant_object(world, model):
-    return {
+    objects = {
         Hospital: world.hospital, User: world.clinician, Membership: world.clinician_membership,
         AuditEvent: world.audit_event, Patient: world.patient, LabTest: world.lab_test,
-        StatusChange: world.status_change,
-    }.get(model) or world.platform[model]
+        StatusChange: world.status_change, **world.platform,
+    }
+    assert model in objects, f"{model._meta.label} has an admin: add one of A's objects to the isolation matrix"
+    return objects[model]
 
 
 def history_id(world, model):

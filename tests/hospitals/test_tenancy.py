@@ -8,9 +8,9 @@ from django.core.management.base import CommandError
 from django_scopes import ScopeError, scope, scopes_disabled
 
 from config.celery_app import app as celery_app
-from hospitals.models import Hospital, Membership
+from hospitals.models import AuditEvent, Hospital, Membership
 from hospitals.tenancy import HospitalTask, ScopedCommand
-from patients.models import LabTest, Patient
+from patients.models import LabTest, Patient, StatusChange
 
 from ..factories import hospital_world
 
@@ -30,6 +30,11 @@ HOSPITAL_OWNED = sorted(
     ),
     key=lambda m: m._meta.label,
 )
+
+
+# What `hospital_world` writes rows for; other models are checked for the filter only
+# (their managers' fail-closed behaviour is checked above for every model).
+POPULATED = {Membership, AuditEvent, Patient, LabTest, StatusChange}
 
 
 def test_the_list_of_hospital_owned_models_is_complete():
@@ -62,7 +67,8 @@ def test_scope_shows_only_that_hospitals_rows(hospital_a, hospital_b, model):
         seen = set(model._default_manager.values_list("pk", flat=True))
         assert not model._default_manager.filter(hospital=hospital_b).exists()
     assert seen == own
-    assert total > len(own)  # the other hospital's rows exist; the scope hid them
+    if model in POPULATED:  # the other hospital's rows exist; the scope hid them
+        assert total > len(own) > 0
     with scope(hospital=[hospital_b.pk]):
         assert not (set(model._default_manager.values_list("pk", flat=True)) & own)
 
