@@ -177,18 +177,26 @@ def fit_ood(train_emb: np.ndarray, val_emb: np.ndarray, quantile: float = 0.995,
 
 def train(args: argparse.Namespace) -> Path:
     import keras
-    import tensorflow as tf
 
     from ml.architecture import build, count_flops, with_temperature
 
     t_start = time.time()
     keras.utils.set_random_seed(args.seed)
-    if args.deterministic:
-        try:
+    gpus = []
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if args.deterministic:
             tf.config.experimental.enable_op_determinism()
-        except Exception:  # noqa: BLE001 - other backends
-            pass
-    gpus = tf.config.list_physical_devices("GPU")
+        gpus = tf.config.list_physical_devices("GPU")
+    elif keras.backend.backend() == "jax":
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+    elif keras.backend.backend() == "torch":
+        import torch
+
+        gpus = list(range(torch.cuda.device_count()))
     log(f"keras {keras.__version__} backend={keras.backend.backend()} "
         f"devices={'GPU x%d' % len(gpus) if gpus else 'CPU'}")
 
