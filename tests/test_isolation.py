@@ -115,7 +115,7 @@ def tenant_object(world, model):
     objects = {
         Hospital: world.hospital, User: world.clinician, Membership: world.clinician_membership,
         AuditEvent: world.audit_event, Patient: world.patient, LabTest: world.lab_test,
-        StatusChange: world.status_change, **world.platform,
+        StatusChange: world.status_change, **getattr(world, "platform", {}),
     }
     assert model in objects, f"{model._meta.label} has an admin: add one of A's objects to the isolation matrix"
     return objects[model]
