@@ -153,8 +153,14 @@ class Predictor:
     def predict(self, item) -> Prediction:
         return self.predict_batch([item])[0]
 
-    def predict_batch(self, items) -> list[Prediction]:
-        """Screen a batch; one :class:`Prediction` per input, in order."""
+    def predict_batch(self, items, *, quality_gate: bool | None = None) -> list[Prediction]:
+        """Screen a batch; one :class:`Prediction` per input, in order.
+
+        ``quality_gate=False`` skips the gate for this call (research use:
+        the results then say nothing about whether the input was a chest
+        X-ray); by default the predictor's setting applies.
+        """
+        gate_on = self.quality_gate if quality_gate is None else bool(quality_gate)
         items = list(items)
         results: list[Prediction | None] = [None] * len(items)
         pending, arrays, timings, stats = [], [], {}, {}
@@ -168,7 +174,7 @@ class Predictor:
                 continue
             t1 = time.perf_counter()
             gate = check_image(decoded)
-            if self.quality_gate and not gate.ok:
+            if gate_on and not gate.ok:
                 results[i] = self._refuse(gate.code, gate.reason, gate.stats,
                                           {"decode": _ms(t0, t1), "preprocess": _ms(t1)})
                 continue
@@ -187,7 +193,7 @@ class Predictor:
                 t["inference"] = round(per_image, 3)
                 t["total"] = round(t["decode"] + t["preprocess"] + per_image, 3)
                 q = dict(stats[i], ood_distance=float(dist[j]))
-                if self.quality_gate and self.ood is not None:
+                if gate_on and self.ood is not None:
                     g = ood_reason(float(dist[j]), float(self.ood["cutoff"]))
                     if not g.ok:
                         results[i] = self._refuse(g.code, g.reason, q, t)

@@ -265,7 +265,9 @@ def _load_pillow(data: bytes) -> DecodedImage:
         if "truncat" in msg or "broken data stream" in msg or "end of file" in msg:
             raise ImageError("The image file is truncated.", "truncated") from exc
         raise ImageError("The image file is corrupt.", "corrupt") from exc
-    if ImageFile.LOAD_TRUNCATED_IMAGES and _pillow_saw_truncation(im):
+    if ImageFile.LOAD_TRUNCATED_IMAGES and _looks_truncated(data, fmt):
+        # Someone set Pillow's process-wide LOAD_TRUNCATED_IMAGES, so load()
+        # padded the image silently; check the file's end ourselves.
         raise ImageError("The image file is truncated.", "truncated")
 
     mode = im.mode
@@ -316,11 +318,16 @@ def _load_pillow(data: bytes) -> DecodedImage:
                         {"exif_orientation": orientation})
 
 
-def _pillow_saw_truncation(im) -> bool:
-    # With LOAD_TRUNCATED_IMAGES set globally by someone else, Pillow pads a
-    # truncated image silently; we cannot detect it reliably then, so refuse
-    # to run in that configuration only for files Pillow flagged.
-    return bool(getattr(im, "_truncated", False))
+def _looks_truncated(data: bytes, fmt: str) -> bool:
+    if fmt == "JPEG":
+        return b"\xff\xd9" not in data[-1024:]
+    if fmt == "PNG":
+        try:
+            Image.open(io.BytesIO(data)).verify()  # walks every chunk and CRC
+        except Exception:  # noqa: BLE001
+            return True
+        return b"IEND" not in data[-64:]
+    return False
 
 
 # --------------------------------------------------------------------------

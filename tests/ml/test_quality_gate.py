@@ -8,6 +8,7 @@ screenshot, a document, blank and near-constant images, an extreme crop
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,5 +121,10 @@ def test_predictor_answers_cannot_assess(tiny_model):
 
 
 def test_shipped_model_refuses_and_accepts(shipped_predictor):
-    results = shipped_predictor.predict_batch([colour_photo(), document(), blank()])
+    results = shipped_predictor.predict_batch([colour_photo(), document(), blank(), screenshot()])
     assert all(r.status == "cannot_assess" for r in results)
+    # A real chest film (fixture, CC BY 4.0) passes the whole gate.
+    real = (Path(__file__).parent / "fixtures" / "kermany_normal_IM-0003-0001.jpg").read_bytes()
+    r = shipped_predictor.predict(real)
+    assert r.status == "ok", r.reason
+    assert r.label in ("covid", "pneumonia", "normal")
