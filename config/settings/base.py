@@ -182,3 +182,19 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
 }
+
+# --- Screening pipeline ---------------------------------------------------------------------
+SCAN_MAX_BYTES = env.int("SCAN_MAX_BYTES", default=60 * 1024 * 1024)
+# Request bodies above this are refused before Django reads them (several scans at once).
+MAX_REQUEST_BYTES = env.int("MAX_REQUEST_BYTES", default=200 * 1024 * 1024)
+SCREENING_MAX_ATTEMPTS = env.int("SCREENING_MAX_ATTEMPTS", default=5)
+SCREENING_STALE_QUEUED_SECONDS = env.int("SCREENING_STALE_QUEUED_SECONDS", default=120)
+SCREENING_STALE_RUNNING_SECONDS = env.int("SCREENING_STALE_RUNNING_SECONDS", default=300)
+SCREENING_SWEEP_INTERVAL_SECONDS = env.int("SCREENING_SWEEP_INTERVAL_SECONDS", default=60)
+SCREENING_MODEL_DIR = env.str("SCREENING_MODEL_DIR", default="")
+SCREENING_PRELOAD_MODEL = env.bool("SCREENING_PRELOAD_MODEL", default=True)
+CELERY_BEAT_SCHEDULE = {
+    "screening-sweep": {"task": "screening.sweep", "schedule": SCREENING_SWEEP_INTERVAL_SECONDS},
+}
+CELERY_TASK_ROUTES = {"screening.run": {"queue": "inference"}, "screening.sweep": {"queue": "default"}}
+CELERY_TASK_DEFAULT_QUEUE = "default"

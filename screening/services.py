@@ -1,0 +1,198 @@
+"""Writes about scans, screenings, AI results and reviews. Keyword-only, atomic, audited.
+
+Pipeline: `scan_upload` validates and stores the file, creates a queued Screening and,
+once the transaction commits, puts its id on the `inference` queue. The worker's
+`screening_claim` / `screening_store_result` / `screening_finish` move it on. The
+database is the source of truth: `screening_sweep` re-enqueues what the broker lost."""
+
+import datetime
+import logging
+import socket
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from django_scopes import scopes_disabled
+
+from hospitals.audit import audit_record
+from hospitals.models import User
+from patients.models import Patient
+
+from .models import AiResult, Review, ReviewDecision, Scan, Screening, ScreeningStatus
+from .validation import validate_scan
+
+log = logging.getLogger(__name__)
+WORKER = socket.gethostname()
+
+
+def _enqueue(screening: Screening) -> None:
+    """Publish the id. A broker that is down leaves the row queued; the sweeper
+    re-enqueues it later, so the upload itself still succeeds."""
+    from .tasks import screening_run
+
+    try:
+        screening_run.apply_async(kwargs={"screening_id": screening.pk, "hospital_id": screening.hospital_id},
+                                  queue="inference")
+    except Exception:  # noqa: BLE001 - any broker failure; the sweeper covers it
+        log.warning("could not enqueue screening %s; the sweeper will retry", screening.pk, exc_info=True)
+
+
+def screening_enqueue(*, screening: Screening) -> None:
+    """Mark the screening as (re)queued now and publish it after the transaction commits."""
+    Screening.objects.filter(pk=screening.pk).update(enqueued_at=timezone.now())
+    transaction.on_commit(lambda: _enqueue(screening))
+
+
+def scan_upload(*, patient: Patient, data: bytes, filename: str, actor: User, request=None) -> Screening:
+    """Validate, store and queue one scan. A bad file raises ValidationError and nothing is
+    stored: the file is written only after validation, and removed again if the database
+    write fails."""
+    checked = validate_scan(data=data, filename=filename)
+    duplicate = Scan.objects.filter(patient=patient, sha256=checked.sha256).order_by("id").first()
+    scan = Scan(
+        hospital_id=patient.hospital_id, patient=patient, uploaded_by=actor,
+        original_filename=(filename or "")[:255], size_bytes=len(data), sha256=checked.sha256,
+        format=checked.format, width=checked.width, height=checked.height, bit_depth=checked.bit_depth,
+        view_position=checked.view_position, study_uid=checked.study_uid, series_uid=checked.series_uid,
+        duplicate_of=duplicate,
+    )
+    scan.file.save("scan", ContentFile(data), save=False)
+    scan.preview.save("preview", ContentFile(checked.preview_png), save=False)
+    try:
+        with transaction.atomic():
+            scan.save()
+            screening = Screening.objects.create(hospital_id=patient.hospital_id, patient=patient, scan=scan)
+            audit_record(action="create", object_type="scan", object_id=scan.pk, hospital=patient.hospital,
+                         actor=actor, request=request,
+                         detail={"patient": patient.pk, "screening": screening.pk, "duplicate_of": scan.duplicate_of_id})
+            screening_enqueue(screening=screening)
+    except BaseException:
+        default_storage.delete(scan.file.name)
+        default_storage.delete(scan.preview.name)
+        raise
+    return screening
+
+
+def screening_claim(*, screening_id: int, task_id: str) -> Screening | None:
+    """Atomically take the job for this delivery: queued -> running, attempts + 1.
+
+    A redelivery of the same task (its worker died) may take a job still marked running
+    under the same task id. Anything else is someone else's or finished: None. Past the
+    maximum attempts the job fails instead of running again (a poison file)."""
+    now = timezone.now()
+    with transaction.atomic():
+        claimable = Q(status=ScreeningStatus.QUEUED) | Q(status=ScreeningStatus.RUNNING, task_id=task_id)
+        screening = Screening.objects.select_for_update().filter(claimable, pk=screening_id).first()
+        if screening is None:
+            return None
+        if screening.attempts >= settings.SCREENING_MAX_ATTEMPTS:
+            _finish(screening, ScreeningStatus.FAILED,
+                    f"Gave up after {screening.attempts} attempts; the last one did not finish.")
+            return None
+        Screening.objects.filter(pk=screening.pk).update(
+            status=ScreeningStatus.RUNNING, attempts=F("attempts") + 1, task_id=task_id, worker=WORKER,
+            started_at=now,
+        )
+    screening.refresh_from_db()
+    return screening
+
+
+def _finish(screening: Screening, status: str, reason: str = "") -> None:
+    Screening.objects.filter(pk=screening.pk).update(status=status, reason=reason, finished_at=timezone.now())
+    screening.status, screening.reason = status, reason
+
+
+def screening_finish(*, screening: Screening, status: str, reason: str = "") -> None:
+    """End a job that produced no result (failed, rejected, cannot_assess)."""
+    with transaction.atomic():
+        _finish(screening, status, reason)
+        audit_record(action="update", object_type="screening", object_id=screening.pk,
+                     hospital=screening.hospital, detail={"status": status})
+
+
+def screening_release(*, screening: Screening, reason: str) -> None:
+    """Put a job back in the queue after a transient fault (the task retries it)."""
+    Screening.objects.filter(pk=screening.pk, status=ScreeningStatus.RUNNING).update(
+        status=ScreeningStatus.QUEUED, reason=reason[:500], enqueued_at=timezone.now())
+
+
+def screening_store_result(*, screening: Screening, prediction: dict, heatmap_png: bytes | None) -> AiResult:
+    """Store the model's answer and mark the job done, or cannot_assess when the quality
+    gate refused the image. Idempotent: a second delivery finds the existing result."""
+    existing = AiResult.objects.filter(screening=screening, model_version=prediction["model_version"]).first()
+    if existing is not None:
+        _finish(screening, ScreeningStatus.DONE)
+        return existing
+    result = AiResult(
+        hospital_id=screening.hospital_id, patient_id=screening.patient_id, screening=screening,
+        probabilities=prediction["probabilities"], label=prediction["label"],
+        covid_probability=prediction["covid_probability"], covid_positive=prediction["covid_positive"],
+        decision=prediction["decision"], threshold=prediction["threshold"], model_name=prediction["model_name"],
+        model_version=prediction["model_version"], model_sha256=prediction["model_sha256"],
+        preprocessing_version=prediction["preprocessing_version"], input_sha256=screening.scan.sha256,
+        quality=prediction.get("quality") or {}, timings_ms=prediction.get("timings_ms") or {}, worker=WORKER,
+    )
+    if heatmap_png:
+        result.heatmap.save("heatmap", ContentFile(heatmap_png), save=False)
+    try:
+        with transaction.atomic():
+            result.save()
+            _finish(screening, ScreeningStatus.DONE)
+            audit_record(action="create", object_type="airesult", object_id=result.pk,
+                         hospital=screening.hospital, detail={"screening": screening.pk})
+    except IntegrityError:
+        if result.heatmap:
+            default_storage.delete(result.heatmap.name)
+        return AiResult.objects.get(screening=screening, model_version=prediction["model_version"])
+    return result
+
+
+def screening_sweep(*, now: datetime.datetime | None = None) -> int:
+    """Re-enqueue screenings stuck in queued (the broker lost or never got the message)
+    or running (the worker died) for longer than the configured ages. Runs unscoped:
+    it only moves ids between the database and the broker."""
+    now = now or timezone.now()
+    queued_before = now - datetime.timedelta(seconds=settings.SCREENING_STALE_QUEUED_SECONDS)
+    running_before = now - datetime.timedelta(seconds=settings.SCREENING_STALE_RUNNING_SECONDS)
+    count = 0
+    with scopes_disabled():
+        stuck = Screening.objects.filter(
+            Q(status=ScreeningStatus.QUEUED, enqueued_at__lt=queued_before)
+            | Q(status=ScreeningStatus.QUEUED, enqueued_at__isnull=True)
+            | Q(status=ScreeningStatus.RUNNING, started_at__lt=running_before)
+        ).order_by("id")[:500]
+        for screening in stuck:
+            with transaction.atomic():
+                moved = Screening.objects.filter(pk=screening.pk, status=screening.status).update(
+                    status=ScreeningStatus.QUEUED, task_id="", enqueued_at=now)
+                if moved:
+                    transaction.on_commit(lambda s=screening: _enqueue(s))
+                    count += 1
+    return count
+
+
+def review_create(*, result: AiResult, decision: str, clinical_label: str, radiological_signs: bool, reason: str,
+                  actor: User, request=None) -> Review:
+    """Record a reading of the AI result. Confirming keeps the AI label; overriding needs
+    a different label. Either way a reason is required."""
+    if decision not in ReviewDecision.values:
+        raise ValidationError({"decision": "Choose confirm or override."})
+    if not reason or not reason.strip():
+        raise ValidationError({"reason": "Give a reason for the review."})
+    if decision == ReviewDecision.CONFIRM and clinical_label != result.label:
+        raise ValidationError({"clinical_label": "Confirming keeps the AI label; choose override to change it."})
+    if decision == ReviewDecision.OVERRIDE and clinical_label == result.label:
+        raise ValidationError({"clinical_label": "An override needs a label different from the AI's."})
+    with transaction.atomic():
+        review = Review.objects.create(
+            hospital_id=result.hospital_id, patient_id=result.patient_id, screening_id=result.screening_id,
+            result=result, decision=decision, clinical_label=clinical_label,
+            radiological_signs=radiological_signs, reason=reason.strip(), reviewer=actor,
+        )
+        audit_record(action="create", object_type="review", object_id=review.pk, hospital=result.hospital,
+                     actor=actor, request=request, detail={"screening": result.screening_id, "decision": decision})
+    return review

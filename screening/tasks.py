@@ -1,0 +1,92 @@
+"""Celery tasks of the screening pipeline: thin adapters over `screening.services`.
+
+The model is loaded once per worker process, in the child (`worker_process_init`, or on
+the first task with the solo pool), never in the parent before fork: this module does
+not import Keras at import time."""
+
+import hashlib
+import logging
+import random
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError
+
+from hospitals.tenancy import HospitalTask
+
+from . import services
+from .models import ScreeningStatus
+
+log = logging.getLogger(__name__)
+
+# Faults that go away by themselves: the database, the storage, the network.
+TRANSIENT = (OperationalError, InterfaceError, ConnectionError, TimeoutError, OSError)
+
+
+def predictor():
+    from ml.inference import get_predictor
+
+    return get_predictor(settings.SCREENING_MODEL_DIR or None)
+
+
+@worker_process_init.connect
+def load_model_in_child(**kwargs):
+    if settings.SCREENING_PRELOAD_MODEL:
+        predictor()
+
+
+def backoff(retries: int) -> float:
+    """Exponential backoff with full jitter, capped."""
+    return random.uniform(0, min(300.0, 2.0 * 2**retries))
+
+
+@shared_task(bind=True, base=HospitalTask, name="screening.run", acks_late=True, reject_on_worker_lost=True,
+             max_retries=None, soft_time_limit=120, time_limit=180)
+def screening_run(self, *, screening_id: int, hospital):
+    """Screen one scan. Deterministic problems end the job (rejected / cannot_assess /
+    failed); transient ones retry with backoff until the attempt limit is reached."""
+    from ml.explain import explain
+    from ml.preprocessing import ImageError, load_image_bytes
+
+    screening = services.screening_claim(screening_id=screening_id, task_id=self.request.id)
+    if screening is None:
+        return "not claimable"
+    try:
+        with screening.scan.file.open("rb") as fh:
+            data = fh.read()
+        if hashlib.sha256(data).hexdigest() != screening.scan.sha256:
+            services.screening_finish(screening=screening, status=ScreeningStatus.FAILED,
+                                      reason="The stored file does not match its checksum; it was not screened.")
+            return ScreeningStatus.FAILED
+        decoded = load_image_bytes(data)
+        model = predictor()
+        prediction = model.predict_batch([decoded])[0]
+        if prediction.status != "ok":
+            services.screening_finish(screening=screening, status=ScreeningStatus.CANNOT_ASSESS,
+                                      reason=prediction.reason or "The image cannot be assessed.")
+            return ScreeningStatus.CANNOT_ASSESS
+        _, overlay = explain(model, decoded, class_name=prediction.label)
+        services.screening_store_result(screening=screening, prediction=prediction.to_dict(), heatmap_png=overlay)
+        return ScreeningStatus.DONE
+    except ImageError as exc:
+        services.screening_finish(screening=screening, status=ScreeningStatus.REJECTED, reason=str(exc))
+        return ScreeningStatus.REJECTED
+    except SoftTimeLimitExceeded:
+        services.screening_finish(screening=screening, status=ScreeningStatus.FAILED,
+                                  reason="Screening took too long and was stopped.")
+        return ScreeningStatus.FAILED
+    except (DatabaseError, *TRANSIENT) as exc:
+        if screening.attempts >= settings.SCREENING_MAX_ATTEMPTS:
+            services.screening_finish(screening=screening, status=ScreeningStatus.FAILED,
+                                      reason=f"Gave up after {screening.attempts} attempts: {type(exc).__name__}.")
+            return ScreeningStatus.FAILED
+        log.warning("screening %s: transient %s, retrying", screening_id, type(exc).__name__)
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries))
+
+
+@shared_task(name="screening.sweep", ignore_result=True)
+def screening_sweep():
+    """Periodic (Celery beat): re-enqueue screenings stuck in queued or running."""
+    return services.screening_sweep()
