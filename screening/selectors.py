@@ -1,0 +1,75 @@
+"""Reads about scans and screenings. Run inside a hospital scope."""
+
+from dataclasses import dataclass
+
+from django.db.models import Prefetch, QuerySet
+
+from hospitals.models import Hospital
+from patients.models import LabResult, LabTest, Patient, Status, TRANSITIONS
+
+from .models import AiResult, Review, Scan, Screening
+
+
+def screening_list(*, patient: Patient) -> QuerySet[Screening]:
+    return (
+        Screening.objects.filter(patient=patient)
+        .select_related("scan")
+        .prefetch_related(Prefetch("results", queryset=AiResult.objects.order_by("-created_at")),
+                          Prefetch("reviews", queryset=Review.objects.select_related("reviewer")))
+        .order_by("-created_at", "-id")
+    )
+
+
+def screening_get(*, hospital: Hospital, pk: int) -> Screening:
+    """One screening of this hospital; another hospital's id raises DoesNotExist (404)."""
+    return Screening.objects.select_related("scan", "patient", "scan__uploaded_by").get(hospital=hospital, pk=pk)
+
+
+def scan_get(*, hospital: Hospital, pk: int) -> Scan:
+    return Scan.objects.select_related("patient").get(hospital=hospital, pk=pk)
+
+
+def result_get(*, hospital: Hospital, pk: int) -> AiResult:
+    return AiResult.objects.select_related("screening").get(hospital=hospital, pk=pk)
+
+
+def screening_result(*, screening: Screening) -> AiResult | None:
+    """The newest model's result for the screening, if any."""
+    return screening.results.order_by("-created_at").first()
+
+
+def screening_latest_review(*, screening: Screening) -> Review | None:
+    return screening.reviews.select_related("reviewer").order_by("-reviewed_at", "-id").first()
+
+
+@dataclass(frozen=True)
+class StatusSuggestion:
+    """A status change a reviewed screening proposes. A clinician decides."""
+
+    to_status: str
+    explanation: str
+    review: Review
+    lab_test: LabTest
+
+
+def status_suggestion(*, screening: Screening) -> StatusSuggestion | None:
+    """Combine the latest review of this screening with the patient's latest lab test:
+    a positive test with radiological signs suggests infected, a positive test without
+    them suggests carrier. Nothing is suggested without a review, without a positive
+    latest test, or when the state machine does not allow the move."""
+    review = screening_latest_review(screening=screening)
+    if review is None:
+        return None
+    patient = screening.patient
+    lab = LabTest.objects.filter(patient=patient).order_by("-sample_date", "-id").first()
+    if lab is None or lab.result != LabResult.POSITIVE:
+        return None
+    target = Status.INFECTED if review.radiological_signs else Status.CARRIER
+    if target not in TRANSITIONS[patient.status]:
+        return None
+    signs = "with" if review.radiological_signs else "without"
+    explanation = (
+        f"Positive {lab.get_test_type_display()} ({lab.sample_date:%Y-%m-%d}) {signs} radiological signs "
+        f"on the reviewed film of screening #{screening.pk}."
+    )
+    return StatusSuggestion(to_status=target, explanation=explanation, review=review, lab_test=lab)
