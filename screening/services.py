@@ -196,3 +196,24 @@ def review_create(*, result: AiResult, decision: str, clinical_label: str, radio
         audit_record(action="create", object_type="review", object_id=review.pk, hospital=result.hospital,
                      actor=actor, request=request, detail={"screening": result.screening_id, "decision": decision})
     return review
+
+
+def screening_apply_suggestion(*, screening: Screening, actor: User, effective_date: datetime.date | None = None,
+                               note: str = "", request=None):
+    """A clinician applies the status the reviewed screening suggests, through the
+    status machine, with source "screening review". Refused when nothing is suggested."""
+    from patients.models import StatusSource
+    from patients.services import patient_change_status
+
+    from .selectors import status_suggestion
+
+    suggestion = status_suggestion(screening=screening)
+    if suggestion is None:
+        raise ValidationError("This screening does not suggest a status change (it needs a review and a positive "
+                              "latest lab test, and the move must be allowed from the current status).")
+    reason = suggestion.explanation + (f" {note.strip()}" if note and note.strip() else "")
+    return patient_change_status(
+        patient=screening.patient, to_status=suggestion.to_status,
+        effective_date=effective_date or timezone.localdate(), reason=reason,
+        source=StatusSource.SCREENING_REVIEW, lab_test=suggestion.lab_test, actor=actor, request=request,
+    )
