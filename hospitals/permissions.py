@@ -13,6 +13,9 @@ POLICY: dict[str, frozenset[str]] = {
     "patient.edit": frozenset({Role.HOSPITAL_ADMIN, Role.REGISTRAR}),
     "patient.change_status": frozenset({Role.CLINICIAN}),
     "labtest.create": frozenset({Role.CLINICIAN, Role.REGISTRAR}),
+    "scan.upload": frozenset({Role.CLINICIAN, Role.RADIOLOGIST, Role.REGISTRAR}),
+    "screening.view": ALL_ROLES,
+    "screening.review": frozenset({Role.RADIOLOGIST, Role.CLINICIAN}),
     "members.manage": frozenset({Role.HOSPITAL_ADMIN}),
     "audit.view": frozenset({Role.HOSPITAL_ADMIN}),
 }
