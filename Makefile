@@ -34,7 +34,8 @@ seed: migrate
 run: seed
 	@echo "Portal: http://$(HOST):$(PORT)/   (stop with Ctrl-C)"
 	@trap 'kill 0' INT TERM EXIT; \
-	$(VENV)/bin/celery -A config worker --loglevel=INFO --concurrency=1 -Q inference,default & \
+	$(VENV)/bin/celery -A config worker --beat --schedule var/celerybeat-schedule --loglevel=INFO \
+		--concurrency=1 -Q inference,default & \
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
 test: install
