@@ -9,4 +9,5 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("h/<slug:hospital_slug>/", include("hospitals.urls")),
     path("h/<slug:hospital_slug>/patients/", include("patients.urls")),
+    path("h/<slug:hospital_slug>/", include("screening.urls")),
 ]

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_http_methods
 
 from hospitals.decorators import require_action
 from hospitals.forms import add_service_errors
+from screening import selectors as screening_selectors
 
 from . import selectors, services
 from .forms import LabTestForm, PatientForm, PatientSearchForm, StatusChangeForm, patient_initial
@@ -72,6 +73,7 @@ def patient_detail(request, hospital_slug, pk):
         "suggestion": Status(suggestion) if suggestion else None,
         "suggestion_test": lab_tests[0] if suggestion and lab_tests else None,
         "allowed_transitions": [Status(s) for s in patient.allowed_transitions()],
+        "screenings": screening_selectors.screening_list(patient=patient),
     })
 
 

@@ -73,3 +73,21 @@ def status_suggestion(*, screening: Screening) -> StatusSuggestion | None:
         f"on the reviewed film of screening #{screening.pk}."
     )
     return StatusSuggestion(to_status=target, explanation=explanation, review=review, lab_test=lab)
+
+
+def screening_worklist(*, hospital: Hospital, status: str = "", unreviewed: bool = False) -> QuerySet[Screening]:
+    """The hospital's screenings, newest first, for the worklist page. `unreviewed` keeps
+    the finished ones (done) that nobody has reviewed yet: a radiologist's reading queue."""
+    from .models import ScreeningStatus
+
+    qs = Screening.objects.filter(hospital=hospital)
+    if unreviewed:
+        qs = qs.filter(status=ScreeningStatus.DONE, reviews__isnull=True)
+    elif status in ScreeningStatus.values:
+        qs = qs.filter(status=status)
+    return (
+        qs.select_related("patient", "scan")
+        .prefetch_related(Prefetch("results", queryset=AiResult.objects.order_by("-created_at")),
+                          Prefetch("reviews", queryset=Review.objects.order_by("-reviewed_at", "-id")))
+        .order_by("-created_at", "-id")
+    )

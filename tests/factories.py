@@ -105,3 +105,81 @@ def hospital_world(hospital: Hospital, *, tag: str):
         status_change=status_change, audit_event=audit_event, history_id=history_id,
         secrets=[patient.mrn, patient.given_name, patient.family_name, f"{tag}note", f"{tag}reason"],
     )
+
+
+# --- Screening ----------------------------------------------------------------------------------
+
+def png_bytes(*, size: tuple[int, int] = (96, 80), seed: int = 0) -> bytes:
+    """A small 8-bit grayscale PNG: a vertical gradient with two darker 'lung' ellipses.
+    Different seeds give different files (and so different sha256)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    image = 60 + 140 * y / max(height - 1, 1)
+    for cx in (0.3 * width, 0.7 * width):
+        inside = ((x - cx) / (0.17 * width)) ** 2 + ((y - 0.5 * height) / (0.32 * height)) ** 2 < 1
+        image[inside] -= 45
+    image = np.clip(image + (seed % 7), 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(image, mode="L").save(out, format="PNG")
+    return out.getvalue()
+
+
+def heatmap_png(*, size: tuple[int, int] = (96, 80)) -> bytes:
+    """A small RGB PNG standing in for a Grad-CAM overlay."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    width, height = size
+    rgb = np.zeros((height, width, 3), np.uint8)
+    rgb[..., 0] = np.linspace(0, 255, width, dtype=np.uint8)[None, :]
+    rgb[..., 2] = 255 - rgb[..., 0]
+    out = io.BytesIO()
+    Image.fromarray(rgb, mode="RGB").save(out, format="PNG")
+    return out.getvalue()
+
+
+def screening_for(patient, *, actor, status: str = "queued", reason: str = "", seed: int = 0,
+                  filename: str = "chest.png"):
+    """A scan of `patient` uploaded through `scan_upload`, its screening moved to `status`
+    (done gets no result: see `airesult_for`). Call inside the patient's hospital scope."""
+    from screening import services
+    from screening.models import Screening
+
+    screening = services.scan_upload(patient=patient, data=png_bytes(seed=seed), filename=filename, actor=actor)
+    if status != "queued":
+        Screening.objects.filter(pk=screening.pk).update(status=status, reason=reason)
+        screening.refresh_from_db()
+    return screening
+
+
+def airesult_for(screening, *, covid: float = 0.82, heatmap: bool = True, model_version: str = "1.2.0"):
+    """An AI result as the worker would store it (label by the 0.5 threshold), and the
+    screening marked done. Call inside the hospital scope."""
+    from django.core.files.base import ContentFile
+
+    from screening.models import AiResult, Screening
+
+    rest = 1.0 - covid
+    probabilities = {"covid": covid, "pneumonia": round(rest * 0.6, 6), "normal": round(rest * 0.4, 6)}
+    label = max(probabilities, key=probabilities.get) if covid < 0.5 else "covid"
+    result = AiResult(
+        hospital_id=screening.hospital_id, patient_id=screening.patient_id, screening=screening,
+        probabilities=probabilities, label=label, covid_probability=covid, covid_positive=covid >= 0.5,
+        decision="covid_suspected" if covid >= 0.5 else "covid_not_suspected", threshold=0.5,
+        model_name="cxrnet", model_version=model_version, model_sha256="ab12cd34ef56" + "0" * 52,
+        preprocessing_version="pp-3", input_sha256=screening.scan.sha256, worker="test-worker",
+        timings_ms={"predict": 12.5},
+    )
+    if heatmap:
+        result.heatmap.save("heatmap", ContentFile(heatmap_png()), save=False)
+    result.save()
+    Screening.objects.filter(pk=screening.pk).update(status="done")
+    screening.refresh_from_db()
+    return result
