@@ -20,5 +20,23 @@ app.conf.update(
     task_soft_time_limit=240,
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
+    # Publishing happens inside web requests: a broker that is down or half-open must not
+    # hang them (the sweeper re-enqueues what could not be published).
+    broker_connection_timeout=3,
 )
+
+# Redis socket timeouts (kombu's default is none: a half-open broker hangs forever).
+# Merged into whatever transport options the settings give (the filesystem transport's
+# folders), which is why this waits until the configuration has been read.
+BROKER_SOCKET_TIMEOUTS = {"socket_timeout": 5, "socket_connect_timeout": 3}
+
+
+@app.on_after_configure.connect
+def bounded_broker_waits(sender, **kwargs):
+    options = dict(sender.conf.broker_transport_options or {})
+    for key, value in BROKER_SOCKET_TIMEOUTS.items():
+        options.setdefault(key, value)
+    sender.conf.broker_transport_options = options
+
+
 app.autodiscover_tasks()

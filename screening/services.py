@@ -27,6 +27,9 @@ from .validation import validate_scan
 
 log = logging.getLogger(__name__)
 WORKER = socket.gethostname()
+# An upload publishes after its commit: two quick retries at most (about a second), then
+# the sweeper takes over, so a broker outage never holds up the request.
+PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.3, "interval_max": 0.5}
 
 
 def _enqueue(screening: Screening) -> None:
@@ -36,7 +39,7 @@ def _enqueue(screening: Screening) -> None:
 
     try:
         screening_run.apply_async(kwargs={"screening_id": screening.pk, "hospital_id": screening.hospital_id},
-                                  queue="inference")
+                                  queue="inference", retry=True, retry_policy=PUBLISH_RETRY)
     except Exception:  # noqa: BLE001 - any broker failure; the sweeper covers it
         log.warning("could not enqueue screening %s; the sweeper will retry", screening.pk, exc_info=True)
 
@@ -60,9 +63,9 @@ def scan_upload(*, patient: Patient, data: bytes, filename: str, actor: User, re
         view_position=checked.view_position, study_uid=checked.study_uid, series_uid=checked.series_uid,
         duplicate_of=duplicate,
     )
-    scan.file.save("scan", ContentFile(data), save=False)
-    scan.preview.save("preview", ContentFile(checked.preview_png), save=False)
     try:
+        scan.file.save("scan", ContentFile(data), save=False)
+        scan.preview.save("preview", ContentFile(checked.preview_png), save=False)
         with transaction.atomic():
             scan.save()
             screening = Screening.objects.create(hospital_id=patient.hospital_id, patient=patient, scan=scan)
@@ -71,8 +74,9 @@ def scan_upload(*, patient: Patient, data: bytes, filename: str, actor: User, re
                          detail={"patient": patient.pk, "screening": screening.pk, "duplicate_of": scan.duplicate_of_id})
             screening_enqueue(screening=screening)
     except BaseException:
-        default_storage.delete(scan.file.name)
-        default_storage.delete(scan.preview.name)
+        for stored in (scan.file, scan.preview):
+            if stored.name:
+                default_storage.delete(stored.name)
         raise
     return screening
 

@@ -6,13 +6,16 @@ not import Keras at import time."""
 
 import hashlib
 import logging
+import os
 import random
+import signal
+import time
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError
 
 from hospitals.tenancy import HospitalTask
 
@@ -21,7 +24,8 @@ from .models import ScreeningStatus
 
 log = logging.getLogger(__name__)
 
-# Faults that go away by themselves: the database, the storage, the network.
+# Faults that go away by themselves: the database connection, the storage, the network.
+# (Other DatabaseErrors such as IntegrityError or DataError are deterministic.)
 TRANSIENT = (OperationalError, InterfaceError, ConnectionError, TimeoutError, OSError)
 
 
@@ -34,7 +38,23 @@ def predictor():
 @worker_process_init.connect
 def load_model_in_child(**kwargs):
     if settings.SCREENING_PRELOAD_MODEL:
-        predictor()
+        try:
+            predictor()
+        except Exception:  # noqa: BLE001 - a child that dies here is restarted in a loop; the task reports it
+            log.exception("could not load the screening model in the worker process")
+
+
+def fault_injection(screening) -> None:
+    """Test hooks, inert unless their environment variable is set (never in production):
+    SCREENING_TEST_DELAY_SECONDS sleeps before inference so a test can kill the worker
+    mid-job; SCREENING_TEST_CRASH_SHA256 makes the process SIGKILL itself on the scan with
+    that checksum, as a parser crashing in native code would (a poison file)."""
+    delay = os.environ.get("SCREENING_TEST_DELAY_SECONDS")
+    if delay:
+        time.sleep(float(delay))
+    crash = os.environ.get("SCREENING_TEST_CRASH_SHA256")
+    if crash and crash == screening.scan.sha256:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def backoff(retries: int) -> float:
@@ -50,10 +70,15 @@ def screening_run(self, *, screening_id: int, hospital):
     from ml.explain import explain
     from ml.preprocessing import ImageError, load_image_bytes
 
-    screening = services.screening_claim(screening_id=screening_id, task_id=self.request.id)
+    try:
+        screening = services.screening_claim(screening_id=screening_id, task_id=self.request.id)
+    except TRANSIENT as exc:  # the database is away: try again later, the row is unchanged
+        log.warning("screening %s: cannot claim (%s), retrying", screening_id, type(exc).__name__)
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries), max_retries=settings.SCREENING_MAX_ATTEMPTS)
     if screening is None:
         return "not claimable"
     try:
+        fault_injection(screening)
         with screening.scan.file.open("rb") as fh:
             data = fh.read()
         if hashlib.sha256(data).hexdigest() != screening.scan.sha256:
@@ -77,13 +102,18 @@ def screening_run(self, *, screening_id: int, hospital):
         services.screening_finish(screening=screening, status=ScreeningStatus.FAILED,
                                   reason="Screening took too long and was stopped.")
         return ScreeningStatus.FAILED
-    except (DatabaseError, *TRANSIENT) as exc:
+    except TRANSIENT as exc:
         if screening.attempts >= settings.SCREENING_MAX_ATTEMPTS:
             services.screening_finish(screening=screening, status=ScreeningStatus.FAILED,
                                       reason=f"Gave up after {screening.attempts} attempts: {type(exc).__name__}.")
             return ScreeningStatus.FAILED
         log.warning("screening %s: transient %s, retrying", screening_id, type(exc).__name__)
         raise self.retry(exc=exc, countdown=backoff(self.request.retries))
+    except Exception as exc:  # deterministic (a bug, a broken model): end it now, never loop
+        log.exception("screening %s failed", screening_id)
+        services.screening_finish(screening=screening, status=ScreeningStatus.FAILED,
+                                  reason=f"Screening failed ({type(exc).__name__}); it was not retried.")
+        return ScreeningStatus.FAILED
 
 
 @shared_task(name="screening.sweep", ignore_result=True)

@@ -38,4 +38,19 @@ if reachable("127.0.0.1", 6379) or "TEST_REDIS_URL" in os.environ:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-CELERY_BROKER_URL = "memory://"
+# Tests publish to memory:// unless a test (or the worker it starts) names a real broker:
+# tests/screening/test_pipeline_worker.py runs a real worker on Redis or on the filesystem
+# transport in TEST_CELERY_BROKER_DIR.
+CELERY_BROKER_URL = env.str("TEST_CELERY_BROKER_URL", default="memory://")
+if CELERY_BROKER_URL == "filesystem://":
+    _broker_dir = env.str("TEST_CELERY_BROKER_DIR")
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"data_folder_in": _broker_dir, "data_folder_out": _broker_dir,
+                                       "store_processed": False}
+
+# SQLite: a file, not memory, so a worker process can open the test database (it gets the
+# path as DATABASE_URL); IMMEDIATE transactions and a busy timeout so the test process and
+# the worker wait for each other's write locks instead of failing with "database is locked".
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = env.str(  # noqa: F405
+        "TEST_SQLITE_NAME", default=f"/tmp/hospital-test-db-{os.getpid()}.sqlite3")
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"transaction_mode": "IMMEDIATE", "timeout": 30})  # noqa: F405
