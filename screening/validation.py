@@ -153,7 +153,7 @@ def validate_scan(*, data: bytes, filename: str) -> ValidatedScan:
     member of staff can act on. Nothing is written."""
     name = filename or "file"
     if len(data) > settings.SCAN_MAX_BYTES:
-        raise ValidationError(f"{name}: the file is larger than {settings.SCAN_MAX_BYTES // (1024 * 1024)} MB.",
+        raise ValidationError(f"{name}: the file is larger than {settings.SCAN_MAX_BYTES / (1024 * 1024):.3g} MB.",
                               code="too_large")
     if not data:
         raise ValidationError(f"{name}: the file is empty.", code="empty")
@@ -167,6 +167,10 @@ def validate_scan(*, data: bytes, filename: str) -> ValidatedScan:
     try:
         decoded = load_image_bytes(data, filename=None)
     except ImageError as exc:
+        if exc.code == "unsupported" and sniffed != "DICOM" and "file type" in str(exc):
+            # It starts like a PNG/JPEG, so "unsupported type" would mislead: its header is broken.
+            raise ValidationError(f"{name}: the {sniffed} file is corrupt (its header cannot be read).",
+                                  code="corrupt") from exc
         raise ValidationError(f"{name}: {exc}", code=exc.code) from exc
     fmt = FORMATS.get(decoded.format)
     if fmt is None or decoded.format != sniffed:
