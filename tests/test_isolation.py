@@ -29,15 +29,17 @@ from hospitals.audit import chain_name
 
 from hospitals.models import AuditEvent, Hospital, Membership, User
 from patients.models import LabTest, Patient, StatusChange
+from screening.models import AiResult, Review, Scan, Screening
+from screening.services import review_create
 
-from .factories import hospital_world
+from .factories import airesult_for, hospital_world, screening_for
 
 MISSING = 987654321
 NO_SUCH_SLUG = "does-not-exist"
 
 # Routes that take a parameter but no tenant object, reviewed one by one.
 ALLOW_LIST = {
-    "admin/(?P<app_label>hospitals|auth|account|mfa|usersessions|patients)/$":
+    "admin/(?P<app_label>hospitals|auth|account|mfa|usersessions|patients|screening)/$":
         "admin app index: an app label, lists only the models the user may see (tested in test_admin)",
     "admin/(?P<url>.*)$": "admin catch-all: redirects unknown admin paths to the login or answers 404",
     "accounts/confirm-email/(?P<key>[-:\\w]+)/$": "allauth email confirmation: a signed key, no hospital",
@@ -52,13 +54,47 @@ PORTAL_OBJECT_ROUTES = {
     "patients:change_status": lambda w: w.patient.pk,
     "patients:labtest_create": lambda w: w.patient.pk,
     "hospitals:member_edit": lambda w: w.clinician_membership.pk,
+    "screening:upload": lambda w: w.patient.pk,
+    "screening:detail": lambda w: w.screening.pk,
+    "screening:status": lambda w: w.screening.pk,
+    "screening:review": lambda w: w.screening.pk,
+    "screening:apply_status": lambda w: w.screening.pk,
+    "screening:scan_original": lambda w: w.scan.pk,
+    "screening:scan_preview": lambda w: w.scan.pk,
+    "screening:heatmap": lambda w: w.result.pk,
 }
+# The URL keyword of the object id, where it is not `pk`.
+PORTAL_ID_KWARG = {"screening:upload": "patient_pk"}
 PORTAL_POST = {
     "patients:edit": {"mrn": "X", "given_name": "X", "family_name": "X", "sex": "female", "birth_date": "1990-01-01"},
     "patients:change_status": {"to_status": "infected", "effective_date": "2020-01-01", "reason": "probe"},
     "patients:labtest_create": {"test_type": "rt_pcr", "result": "negative", "sample_date": "2020-01-01"},
     "hospitals:member_edit": {"role": "viewer", "action": "deactivate"},
+    "screening:upload": {"files": ""},
+    "screening:review": {"decision": "override", "clinical_label": "normal", "radiological_signs": "no",
+                         "reason": "probe"},
+    "screening:apply_status": {"effective_date": "2020-01-01", "note": "probe"},
 }
+
+
+def portal_kwargs(name, pk) -> dict:
+    return {PORTAL_ID_KWARG.get(name, "pk"): pk}
+
+
+def portal_url(name, slug, pk=None) -> str:
+    return reverse(name, kwargs={"hospital_slug": slug, **(portal_kwargs(name, pk) if pk is not None else {})})
+
+
+def add_screening(world, tag: str) -> None:
+    """A reviewed screening with an AI result and a heatmap in the world's hospital; the
+    client's filename and the review's reason are identifiers that must not leak."""
+    with scope(hospital=world.hospital):
+        world.screening = screening_for(world.patient, actor=world.clinician, filename=f"{tag}-film.png")
+        world.scan = world.screening.scan
+        world.result = airesult_for(world.screening)
+        world.review = review_create(result=world.result, decision="confirm", clinical_label="covid",
+                                     radiological_signs=True, reason=f"{tag}review", actor=world.clinician)
+    world.secrets += [f"{tag}-film.png", f"{tag}review"]
 
 
 def walk(patterns=None, prefix="", namespace=""):
@@ -94,6 +130,8 @@ class Probe:
 def worlds(hospital_a, hospital_b):
     a = hospital_world(hospital_a, tag="ALPHA")
     b = hospital_world(hospital_b, tag="BETA")
+    add_screening(a, "ALPHA")
+    add_screening(b, "BETA")
     with scope(hospital=hospital_a):
         a.labtest_history_id = a.lab_test.history.order_by("-history_id").first().history_id
     with scope(hospital=hospital_b):
@@ -115,7 +153,8 @@ def tenant_object(world, model):
     objects = {
         Hospital: world.hospital, User: world.clinician, Membership: world.clinician_membership,
         AuditEvent: world.audit_event, Patient: world.patient, LabTest: world.lab_test,
-        StatusChange: world.status_change, **getattr(world, "platform", {}),
+        StatusChange: world.status_change, Scan: world.scan, Screening: world.screening, AiResult: world.result,
+        Review: world.review, **getattr(world, "platform", {}),
     }
     assert model in objects, f"{model._meta.label} has an admin: add one of A's objects to the isolation matrix"
     return objects[model]
@@ -148,19 +187,17 @@ def build_matrix(a, b) -> list[Probe]:
             for attacker in ("admin", "clinician"):
                 if makes_id is not None:
                     probes.append(Probe(
-                        method, reverse(name, kwargs={"hospital_slug": b.hospital.slug, "pk": makes_id(a)}),
-                        reverse(name, kwargs={"hospital_slug": b.hospital.slug, "pk": MISSING}),
-                        attacker, data, exact_404=False,
+                        method, portal_url(name, b.hospital.slug, makes_id(a)),
+                        portal_url(name, b.hospital.slug, MISSING), attacker, data, exact_404=False,
                     ))
-                kwargs = {"pk": makes_id(a)} if makes_id else {}
                 probes.append(Probe(
-                    method, reverse(name, kwargs={"hospital_slug": a.hospital.slug, **kwargs}),
-                    reverse(name, kwargs={"hospital_slug": NO_SUCH_SLUG, **kwargs}), attacker, data,
+                    method, portal_url(name, a.hospital.slug, makes_id(a) if makes_id else None),
+                    portal_url(name, NO_SUCH_SLUG, makes_id(a) if makes_id else None), attacker, data,
                 ))
                 if makes_id:  # B's own id under A's slug
                     probes.append(Probe(
-                        method, reverse(name, kwargs={"hospital_slug": a.hospital.slug, "pk": makes_id(b)}),
-                        reverse(name, kwargs={"hospital_slug": NO_SUCH_SLUG, "pk": makes_id(b)}), attacker, data,
+                        method, portal_url(name, a.hospital.slug, makes_id(b)),
+                        portal_url(name, NO_SUCH_SLUG, makes_id(b)), attacker, data,
                     ))
     # Admin: every pattern of every registered ModelAdmin that takes an id, with A's ids.
     for model, model_admin in admin.site._registry.items():
@@ -253,20 +290,23 @@ def test_object_routes_answer_404_to_an_allowed_attacker(worlds):
     object route is requested by a B member whose role may use it: the answer is 404."""
     a, b = worlds
     allowed = {"patients:detail": b.clinician, "patients:edit": b.admin, "patients:change_status": b.clinician,
-               "patients:labtest_create": b.clinician, "hospitals:member_edit": b.admin}
+               "patients:labtest_create": b.clinician, "hospitals:member_edit": b.admin,
+               **{name: b.clinician for name in PORTAL_OBJECT_ROUTES if name.startswith("screening:")}}
     assert set(allowed) == set(PORTAL_OBJECT_ROUTES)
     for name, user in allowed.items():
         client = Client()
         client.force_login(user)
-        own = reverse(name, kwargs={"hospital_slug": "beta", "pk": PORTAL_OBJECT_ROUTES[name](b)})
-        assert client.get(own).status_code == 200, own  # the route works for B's own object
-        foreign = reverse(name, kwargs={"hospital_slug": "beta", "pk": PORTAL_OBJECT_ROUTES[name](a)})
+        own = portal_url(name, "beta", PORTAL_OBJECT_ROUTES[name](b))
+        # The route works for B's own object (POST-only routes send a GET back to the page).
+        assert client.get(own, follow=True).status_code == 200, own
+        foreign = portal_url(name, "beta", PORTAL_OBJECT_ROUTES[name](a))
         assert client.get(foreign).status_code == 404, foreign
         assert client.post(foreign, PORTAL_POST.get(name, {})).status_code == 404, foreign
     # Admin: B's hospital admin may view every tenant model, so A's ids are 404 (not 403).
     client = Client()
     client.force_login(b.admin)
-    for model in (Hospital, User, Membership, AuditEvent, Patient, LabTest, StatusChange):
+    for model in (Hospital, User, Membership, AuditEvent, Patient, LabTest, StatusChange, Scan, Screening, AiResult,
+                  Review):
         info = f"admin:{model._meta.app_label}_{model._meta.model_name}"
         assert client.get(reverse(f"{info}_change", args=[tenant_object(b, model).pk])).status_code == 200
         for view in ("change", "history", "delete"):
@@ -279,7 +319,8 @@ def test_a_hospital_that_does_not_exist_and_one_you_are_not_in_look_the_same(wor
     a, b = worlds
     client = Client()
     client.force_login(b.clinician)
-    for path in ("", "patients/", f"patients/{a.patient.pk}/", "members/", "audit/"):
+    for path in ("", "patients/", f"patients/{a.patient.pk}/", "members/", "audit/", "screenings/",
+                 f"screenings/{a.screening.pk}/", f"scans/{a.scan.pk}/original", f"results/{a.result.pk}/heatmap.png"):
         foreign, missing = client.get(f"/h/alpha/{path}"), client.get(f"/h/{NO_SUCH_SLUG}/{path}")
         assert foreign.status_code == missing.status_code == 404
         assert foreign.content == missing.content
@@ -295,4 +336,4 @@ def test_every_route_with_an_id_or_slug_is_in_the_matrix(worlds):
     assert not stale, f"allow-list entries that no longer exist: {stale}"
     # Every registered ModelAdmin took part, tenant and platform-only ones alike.
     assert {m for m in admin.site._registry} <= {Hospital, User, Membership, AuditEvent, Patient, LabTest,
-                                                  StatusChange, *a.platform}
+                                                  StatusChange, Scan, Screening, AiResult, Review, *a.platform}
