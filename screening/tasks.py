@@ -70,11 +70,15 @@ def screening_run(self, *, screening_id: int, hospital):
     from ml.explain import explain
     from ml.preprocessing import ImageError, load_image_bytes
 
+    # HospitalTask replaced hospital_id with the Hospital in self.request.kwargs: a retry
+    # must send the ids again (a Hospital is not JSON).
+    retry_kwargs = {"screening_id": screening_id, "hospital_id": hospital.pk}
     try:
         screening = services.screening_claim(screening_id=screening_id, task_id=self.request.id)
     except TRANSIENT as exc:  # the database is away: try again later, the row is unchanged
         log.warning("screening %s: cannot claim (%s), retrying", screening_id, type(exc).__name__)
-        raise self.retry(exc=exc, countdown=backoff(self.request.retries), max_retries=settings.SCREENING_MAX_ATTEMPTS)
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries), kwargs=retry_kwargs,
+                         max_retries=settings.SCREENING_MAX_ATTEMPTS)
     if screening is None:
         return "not claimable"
     try:
@@ -108,7 +112,7 @@ def screening_run(self, *, screening_id: int, hospital):
                                       reason=f"Gave up after {screening.attempts} attempts: {type(exc).__name__}.")
             return ScreeningStatus.FAILED
         log.warning("screening %s: transient %s, retrying", screening_id, type(exc).__name__)
-        raise self.retry(exc=exc, countdown=backoff(self.request.retries))
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries), kwargs=retry_kwargs)
     except Exception as exc:  # deterministic (a bug, a broken model): end it now, never loop
         log.exception("screening %s failed", screening_id)
         services.screening_finish(screening=screening, status=ScreeningStatus.FAILED,

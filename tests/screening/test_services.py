@@ -1,0 +1,210 @@
+"""Unit tests of the pipeline services and of the task's handling of each outcome, with a
+stand-in predictor (the real worker runs in test_pipeline_worker.py)."""
+
+import datetime
+from types import SimpleNamespace
+
+import pytest
+from django.db import OperationalError
+from django.test import TestCase
+from django.utils import timezone
+from django_scopes import scope, scopes_disabled
+
+from ml.preprocessing import ImageError
+from screening import services, tasks
+from screening.models import AiResult, Screening, ScreeningStatus
+
+from .conftest import png_bytes
+
+
+@pytest.fixture
+def screening(db, world):
+    with scope(hospital=world.hospital):
+        return services.scan_upload(patient=world.patient, data=png_bytes(), filename="c.png", actor=world.uploader)
+
+
+def prediction(status="ok", label="normal", reason=None, version="test-1"):
+    values = {"status": status, "reason": reason, "reason_code": None, "label": label, "top_class": label,
+              "probabilities": {"covid": 0.1, "pneumonia": 0.2, "normal": 0.7}, "covid_probability": 0.1,
+              "covid_positive": False, "decision": "covid_not_suspected", "threshold": 0.4, "model_name": "stub",
+              "model_version": version, "model_sha256": "0" * 64, "preprocessing_version": "cxr-pre-1.0",
+              "timings_ms": {"total": 1.0}, "quality": {}}
+    return SimpleNamespace(**values, to_dict=lambda: dict(values))
+
+
+class StubPredictor:
+    """predict_batch returns `answer` or raises it; counts its calls."""
+
+    def __init__(self, answer):
+        self.answer, self.calls = answer, 0
+
+    def predict_batch(self, items):
+        self.calls += 1
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        return [self.answer]
+
+
+@pytest.fixture
+def stub(monkeypatch):
+    def install(answer):
+        predictor = StubPredictor(answer)
+        monkeypatch.setattr(tasks, "predictor", lambda: predictor)
+        monkeypatch.setattr("ml.explain.explain", lambda model, decoded, class_name=None: (None, b"\x89PNG heat"))
+        return predictor
+
+    return install
+
+
+def run(screening, task_id="task-1"):
+    return tasks.screening_run.apply(kwargs={"screening_id": screening.pk, "hospital_id": screening.hospital_id},
+                                     task_id=task_id)
+
+
+def reload(screening):
+    with scopes_disabled():
+        return Screening.objects.get(pk=screening.pk)
+
+
+def test_upload_queues_a_screening_and_marks_it_enqueued(screening):
+    assert screening.status == ScreeningStatus.QUEUED
+    assert reload(screening).enqueued_at is not None
+
+
+def test_claim_is_taken_once_and_a_redelivery_of_the_same_task_reclaims(screening, world):
+    with scope(hospital=world.hospital):
+        first = services.screening_claim(screening_id=screening.pk, task_id="a")
+        assert (first.status, first.attempts, first.task_id) == (ScreeningStatus.RUNNING, 1, "a")
+        assert services.screening_claim(screening_id=screening.pk, task_id="b") is None
+        again = services.screening_claim(screening_id=screening.pk, task_id="a")  # its worker died: redelivered
+        assert (again.status, again.attempts) == (ScreeningStatus.RUNNING, 2)
+        services.screening_finish(screening=again, status=ScreeningStatus.DONE)
+        assert services.screening_claim(screening_id=screening.pk, task_id="a") is None
+
+
+def test_claim_past_the_attempt_limit_fails_the_screening(screening, settings, world):
+    settings.SCREENING_MAX_ATTEMPTS = 3
+    with scope(hospital=world.hospital):
+        for _ in range(3):
+            assert services.screening_claim(screening_id=screening.pk, task_id="a") is not None
+        assert services.screening_claim(screening_id=screening.pk, task_id="a") is None
+    final = reload(screening)
+    assert (final.status, final.attempts) == (ScreeningStatus.FAILED, 3)
+    assert "Gave up after 3 attempts" in final.reason and final.finished_at is not None
+
+
+def test_store_result_is_idempotent(screening, world):
+    with scope(hospital=world.hospital):
+        claimed = services.screening_claim(screening_id=screening.pk, task_id="a")
+        one = services.screening_store_result(screening=claimed, prediction=prediction().to_dict(),
+                                              heatmap_png=b"\x89PNG heat")
+        two = services.screening_store_result(screening=claimed, prediction=prediction().to_dict(),
+                                              heatmap_png=b"\x89PNG heat")
+        assert one.pk == two.pk
+        assert AiResult.objects.filter(screening=claimed).count() == 1
+    assert reload(screening).status == ScreeningStatus.DONE
+
+
+def test_sweeper_requeues_stuck_screenings_by_age_only(db, world, settings):
+    settings.SCREENING_STALE_QUEUED_SECONDS, settings.SCREENING_STALE_RUNNING_SECONDS = 120, 300
+    now = timezone.now()
+    ago = lambda seconds: now - datetime.timedelta(seconds=seconds)  # noqa: E731
+    with scope(hospital=world.hospital):
+        made = [services.scan_upload(patient=world.patient, data=png_bytes(), filename=f"{i}.png",
+                                     actor=world.uploader) for i in range(5)]
+    with scopes_disabled():
+        Screening.objects.filter(pk=made[0].pk).update(enqueued_at=ago(121))              # stuck in queued
+        Screening.objects.filter(pk=made[1].pk).update(enqueued_at=ago(60))               # fresh in queued
+        Screening.objects.filter(pk=made[2].pk).update(status=ScreeningStatus.RUNNING, task_id="dead",
+                                                       started_at=ago(301))              # worker died
+        Screening.objects.filter(pk=made[3].pk).update(status=ScreeningStatus.RUNNING, task_id="busy",
+                                                       started_at=ago(30))               # still working
+        Screening.objects.filter(pk=made[4].pk).update(status=ScreeningStatus.DONE, enqueued_at=ago(9999))
+    enqueued = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(services, "_enqueue", lambda s: enqueued.append(s.pk))
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            moved = services.screening_sweep(now=now)
+    assert moved == 2 and sorted(enqueued) == sorted([made[0].pk, made[2].pk])
+    states = {s.pk: (s.status, s.task_id) for s in map(reload, made)}
+    assert states[made[2].pk] == (ScreeningStatus.QUEUED, "")
+    assert states[made[3].pk] == (ScreeningStatus.RUNNING, "busy")
+    assert states[made[1].pk][0] == ScreeningStatus.QUEUED and states[made[4].pk][0] == ScreeningStatus.DONE
+
+
+def test_task_stores_the_result_and_heatmap(screening, stub):
+    predictor = stub(prediction(label="normal"))
+    assert run(screening).result == ScreeningStatus.DONE
+    final = reload(screening)
+    with scopes_disabled():
+        result = AiResult.objects.get(screening=final)
+    assert (final.status, final.attempts, predictor.calls) == (ScreeningStatus.DONE, 1, 1)
+    assert result.label == "normal" and result.heatmap.name and result.input_sha256 == final.scan.sha256
+    assert run(screening, task_id="task-2").result == "not claimable"  # a stray second message changes nothing
+
+
+def test_checksum_mismatch_fails_without_inference(screening, stub):
+    predictor = stub(prediction())
+    with scopes_disabled():
+        path = Screening.objects.get(pk=screening.pk).scan.file.path
+    with open(path, "r+b") as fh:
+        fh.seek(60)
+        byte = fh.read(1)
+        fh.seek(60)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    assert run(screening).result == ScreeningStatus.FAILED
+    final = reload(screening)
+    assert final.status == ScreeningStatus.FAILED and "checksum" in final.reason and predictor.calls == 0
+
+
+def test_unreadable_image_is_rejected(screening, stub):
+    stub(ImageError("The image file is corrupt.", "corrupt"))
+    assert run(screening).result == ScreeningStatus.REJECTED
+    final = reload(screening)
+    assert (final.status, final.reason, final.attempts) == (ScreeningStatus.REJECTED, "The image file is corrupt.", 1)
+
+
+def test_quality_gate_refusal_is_cannot_assess_with_the_reason(screening, stub):
+    stub(prediction(status="cannot_assess", label=None, reason="Not a frontal chest X-ray."))
+    assert run(screening).result == ScreeningStatus.CANNOT_ASSESS
+    final = reload(screening)
+    assert (final.status, final.reason) == (ScreeningStatus.CANNOT_ASSESS, "Not a frontal chest X-ray.")
+    with scopes_disabled():
+        assert not AiResult.objects.filter(screening=final).exists()
+
+
+def test_transient_database_error_is_retried_then_fails_at_the_limit(screening, stub, settings):
+    settings.SCREENING_MAX_ATTEMPTS = 3
+    predictor = stub(OperationalError("server has gone away"))
+    run(screening)
+    final = reload(screening)
+    assert (final.status, final.attempts, predictor.calls) == (ScreeningStatus.FAILED, 3, 3)
+    assert final.reason == "Gave up after 3 attempts: OperationalError."
+
+
+def test_transient_error_then_success(screening, stub, monkeypatch):
+    answers = [OperationalError("deadlock"), prediction()]
+
+    class Flaky:
+        calls = 0
+
+        def predict_batch(self, items):
+            Flaky.calls += 1
+            answer = answers.pop(0)
+            if isinstance(answer, BaseException):
+                raise answer
+            return [answer]
+
+    stub(None)
+    monkeypatch.setattr(tasks, "predictor", lambda: Flaky())
+    run(screening)
+    final = reload(screening)
+    assert (final.status, final.attempts, Flaky.calls) == (ScreeningStatus.DONE, 2, 2)
+
+
+def test_unexpected_error_fails_at_once_and_is_not_retried(screening, stub):
+    predictor = stub(KeyError("bug"))
+    assert run(screening).result == ScreeningStatus.FAILED
+    final = reload(screening)
+    assert (final.status, final.attempts, predictor.calls) == (ScreeningStatus.FAILED, 1, 1)
+    assert "KeyError" in final.reason and "not retried" in final.reason
