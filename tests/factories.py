@@ -183,3 +183,20 @@ def airesult_for(screening, *, covid: float = 0.82, heatmap: bool = True, model_
     Screening.objects.filter(pk=screening.pk).update(status="done")
     screening.refresh_from_db()
     return result
+
+
+def add_screening(world, *, tag: str) -> None:
+    """Give a `hospital_world` a reviewed screening: `world.scan`, `.screening`, `.result`
+    (with a heatmap) and `.review`. The client's filename and the review's reason carry
+    `tag` and join `world.secrets`."""
+    from django_scopes import scope
+
+    from screening.services import review_create
+
+    with scope(hospital=world.hospital):
+        world.screening = screening_for(world.patient, actor=world.clinician, filename=f"{tag}-film.png")
+        world.scan = world.screening.scan
+        world.result = airesult_for(world.screening)
+        world.review = review_create(result=world.result, decision="confirm", clinical_label="covid",
+                                     radiological_signs=True, reason=f"{tag}review", actor=world.clinician)
+    world.secrets += [f"{tag}-film.png", f"{tag}review"]

@@ -30,9 +30,8 @@ from hospitals.audit import chain_name
 from hospitals.models import AuditEvent, Hospital, Membership, User
 from patients.models import LabTest, Patient, StatusChange
 from screening.models import AiResult, Review, Scan, Screening
-from screening.services import review_create
 
-from .factories import airesult_for, hospital_world, screening_for
+from .factories import add_screening, hospital_world
 
 MISSING = 987654321
 NO_SUCH_SLUG = "does-not-exist"
@@ -85,18 +84,6 @@ def portal_url(name, slug, pk=None) -> str:
     return reverse(name, kwargs={"hospital_slug": slug, **(portal_kwargs(name, pk) if pk is not None else {})})
 
 
-def add_screening(world, tag: str) -> None:
-    """A reviewed screening with an AI result and a heatmap in the world's hospital; the
-    client's filename and the review's reason are identifiers that must not leak."""
-    with scope(hospital=world.hospital):
-        world.screening = screening_for(world.patient, actor=world.clinician, filename=f"{tag}-film.png")
-        world.scan = world.screening.scan
-        world.result = airesult_for(world.screening)
-        world.review = review_create(result=world.result, decision="confirm", clinical_label="covid",
-                                     radiological_signs=True, reason=f"{tag}review", actor=world.clinician)
-    world.secrets += [f"{tag}-film.png", f"{tag}review"]
-
-
 def walk(patterns=None, prefix="", namespace=""):
     """(route, 'namespace:name') of every URL pattern, routes joined like ResolverMatch.route."""
     for p in get_resolver().url_patterns if patterns is None else patterns:
@@ -130,8 +117,8 @@ class Probe:
 def worlds(hospital_a, hospital_b):
     a = hospital_world(hospital_a, tag="ALPHA")
     b = hospital_world(hospital_b, tag="BETA")
-    add_screening(a, "ALPHA")
-    add_screening(b, "BETA")
+    add_screening(a, tag="ALPHA")
+    add_screening(b, tag="BETA")
     with scope(hospital=hospital_a):
         a.labtest_history_id = a.lab_test.history.order_by("-history_id").first().history_id
     with scope(hospital=hospital_b):

@@ -14,8 +14,9 @@ from django_scopes import scope, scopes_disabled
 from hospitals.admin_site import HospitalAdminSite
 from hospitals.models import AuditEvent, Hospital, Membership, Role, User
 from patients.models import LabTest, Patient, StatusChange
+from screening.models import AiResult, Review, Scan, Screening
 
-from ..factories import UserFactory, hospital_world
+from ..factories import UserFactory, add_screening, hospital_world
 
 
 class FormValues(HTMLParser):
@@ -64,7 +65,10 @@ def form_values(response) -> dict[str, str]:
 
 @pytest.fixture
 def worlds(hospital_a, hospital_b):
-    return hospital_world(hospital_a, tag="ALPHA"), hospital_world(hospital_b, tag="BETA")
+    a, b = hospital_world(hospital_a, tag="ALPHA"), hospital_world(hospital_b, tag="BETA")
+    add_screening(a, tag="ALPHA")
+    add_screening(b, tag="BETA")
+    return a, b
 
 
 @pytest.fixture
@@ -93,7 +97,8 @@ def all_rows(model):
         return set(model._default_manager.values_list("pk", flat=True))
 
 
-TENANT_MODELS = [Hospital, User, Membership, AuditEvent, Patient, LabTest, StatusChange]
+TENANT_MODELS = [Hospital, User, Membership, AuditEvent, Patient, LabTest, StatusChange, Scan, Screening, AiResult,
+                 Review]
 REGISTERED = [m for m in sorted(admin.site._registry, key=lambda m: m._meta.label) if m in TENANT_MODELS]
 PLATFORM_ONLY = [m for m in sorted(admin.site._registry, key=lambda m: m._meta.label) if m not in TENANT_MODELS]
 
@@ -252,10 +257,12 @@ def test_change_and_history_of_another_hospitals_object_are_404(worlds, model):
     a, b = worlds
     foreign = {Hospital: b.hospital, User: b.clinician, Membership: b.clinician_membership,
                AuditEvent: b.audit_event, Patient: b.patient, LabTest: b.lab_test,
-               StatusChange: b.status_change}[model]
+               StatusChange: b.status_change, Scan: b.scan, Screening: b.screening, AiResult: b.result,
+               Review: b.review}[model]
     own = {Hospital: a.hospital, User: a.clinician, Membership: a.clinician_membership,
            AuditEvent: a.audit_event, Patient: a.patient, LabTest: a.lab_test,
-           StatusChange: a.status_change}[model]
+           StatusChange: a.status_change, Scan: a.scan, Screening: a.screening, AiResult: a.result,
+           Review: a.review}[model]
     client = client_for(a.admin)
     info = f"admin:{model._meta.app_label}_{model._meta.model_name}"
     for view in ["change", "history", "delete"]:
@@ -391,6 +398,10 @@ HOSPITAL_ADMIN_RIGHTS = {
     Patient: (True, True, True, False),
     LabTest: (True, False, False, False),
     StatusChange: (True, False, False, False),
+    Scan: (True, False, False, False),
+    Screening: (True, False, False, False),
+    AiResult: (True, False, False, False),
+    Review: (True, False, False, False),
 }
 SUPERUSER_RIGHTS = {
     Hospital: (True, True, True, False),
@@ -400,6 +411,10 @@ SUPERUSER_RIGHTS = {
     Patient: (True, True, True, False),
     LabTest: (True, True, False, False),
     StatusChange: (True, False, False, False),
+    Scan: (True, False, False, False),
+    Screening: (True, False, False, False),
+    AiResult: (True, False, False, False),
+    Review: (True, False, False, False),
 }
 
 
@@ -444,10 +459,12 @@ def test_admin_rights_by_role(worlds, superuser, model):
     model_admin = admin.site._registry[model]
     own = {Hospital: a.hospital, User: a.clinician, Membership: a.clinician_membership,
            AuditEvent: a.audit_event, Patient: a.patient, LabTest: a.lab_test,
-           StatusChange: a.status_change}[model]
+           StatusChange: a.status_change, Scan: a.scan, Screening: a.screening, AiResult: a.result,
+           Review: a.review}[model]
     foreign = {Hospital: b.hospital, User: b.clinician, Membership: b.clinician_membership,
                AuditEvent: b.audit_event, Patient: b.patient, LabTest: b.lab_test,
-               StatusChange: b.status_change}[model]
+               StatusChange: b.status_change, Scan: b.scan, Screening: b.screening, AiResult: b.result,
+               Review: b.review}[model]
     with scope(hospital=[a.hospital.pk]):
         assert _rights(model_admin, a.admin) == HOSPITAL_ADMIN_RIGHTS[model]
         view, _, change, delete = HOSPITAL_ADMIN_RIGHTS[model]
