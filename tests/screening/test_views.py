@@ -96,14 +96,16 @@ def test_upload_several_files_one_bad_stores_the_good_ones(login, clinician, pat
 
 def test_upload_answers_json_per_file(login, clinician, patient, hospital_a):
     client = login(clinician)
-    files = [upload_file("good.png", png_bytes(seed=3)), upload_file("bad.dcm", b"\x00" * 300, "application/dicom")]
+    files = [upload_file("good.png", png_bytes(seed=3)), upload_file("bad.dcm", b"\x00" * 300, "application/dicom"),
+             upload_file("empty.png", b"")]
     response = client.post(url("upload", patient_pk=patient.pk), {"files": files},
                            HTTP_ACCEPT="application/json")
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
     data = response.json()
-    assert data["stored"] == 1 and data["failed"] == 1
-    good, bad = data["files"]
+    assert data["stored"] == 1 and data["failed"] == 2
+    good, bad, empty = data["files"]
+    assert empty["ok"] is False and empty["error"].startswith("empty.png:") and "empty" in empty["error"][10:]
     assert good["ok"] is True and good["filename"] == "good.png"
     screening = Screening.objects.none()
     with scope(hospital=hospital_a):
