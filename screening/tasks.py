@@ -63,7 +63,9 @@ def backoff(retries: int) -> float:
 
 
 @shared_task(bind=True, base=HospitalTask, name="screening.run", acks_late=True, reject_on_worker_lost=True,
-             max_retries=None, soft_time_limit=120, time_limit=180)
+             max_retries=None, soft_time_limit=120, time_limit=180,
+             # Called with hospital_id, run with hospital (HospitalTask): no signature check at publish.
+             typing=False)
 def screening_run(self, *, screening_id: int, hospital):
     """Screen one scan. Deterministic problems end the job (rejected / cannot_assess /
     failed); transient ones retry with backoff until the attempt limit is reached."""
