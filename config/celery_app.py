@@ -23,6 +23,10 @@ app.conf.update(
     # Publishing happens inside web requests: a broker that is down or half-open must not
     # hang them (the sweeper re-enqueues what could not be published).
     broker_connection_timeout=3,
+    # A pool child loads the model in worker_process_init (TensorFlow import + weights):
+    # several seconds, more on a busy machine. Celery's default 4 s wait for the child's
+    # "up" message kills it and starts another, which loads again: a restart loop.
+    worker_proc_alive_timeout=120,
 )
 
 # Redis socket timeouts (kombu's default is none: a half-open broker hangs forever).
