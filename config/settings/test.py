@@ -53,4 +53,5 @@ if CELERY_BROKER_URL == "filesystem://":
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     DATABASES["default"].setdefault("TEST", {})["NAME"] = env.str(  # noqa: F405
         "TEST_SQLITE_NAME", default=f"/tmp/hospital-test-db-{os.getpid()}.sqlite3")
-    DATABASES["default"].setdefault("OPTIONS", {}).update({"transaction_mode": "IMMEDIATE", "timeout": 30})  # noqa: F405
+    DATABASES["default"].setdefault("OPTIONS", {}).update(  # noqa: F405
+        {"transaction_mode": "IMMEDIATE", "timeout": 30})

@@ -89,7 +89,7 @@ def corpus() -> dict[str, tuple[str, bytes]]:
         "html named .jpg": ("chest.jpg", html),
         "png + html polyglot": ("chest.png", png + html),
         "png + html without script": ("chest.png", png + b"<html><body><h1>hello</h1></body></html>"),
-        "png with script in a tEXt chunk": ("chest.png", png[:33] + png_chunk(b"tEXt", b"Comment\0<svg onload=alert(1)>")
+        "png with script in a tEXt chunk": ("chest.png", png[:33] + png_chunk(b"tEXt", b"Comment\0<svg onload=x>")
                                             + png[33:]),
         "jpeg + trailing html": ("chest.jpg", jpg + html),
         "jpeg + trailing bytes": ("chest.jpg", jpg + b"PK\x03\x04" + b"x" * 100),
