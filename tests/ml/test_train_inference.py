@@ -113,3 +113,22 @@ def test_inference_does_not_import_training_or_django():
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_shipped_model_and_card(shipped_predictor):
+    """The shipped artifact: sha256 verified on load, normalisation inside the
+    model, calibrated softmax, card fields present, sized for CPU serving."""
+    from ml.architecture import count_flops
+
+    card, model = shipped_predictor.card, shipped_predictor.model
+    assert card["classes"] == list(CLASSES)
+    assert card["weights_sha256"] == shipped_predictor.sha256
+    for key in ("threshold", "temperature", "training_manifest_sha256", "validation", "input_size"):
+        assert key in card
+    assert card["validation"]["per_class"]["covid"]["sensitivity"] >= 0.95
+    names = [layer.name for layer in model.layers]
+    assert "to_unit_range" in names and "temperature" in names
+    assert count_flops(model) <= 150e6
+    x = np.zeros((2, *card["input_size"]), np.float32)
+    p = shipped_predictor.predict_probs(x)
+    assert p.shape == (2, 3) and np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
