@@ -4,7 +4,7 @@ and Celery tasks. Each takes a hospital id or slug, reloads it and runs inside
 
 from celery import Task
 from django.core.management.base import BaseCommand, CommandError
-from django_scopes import scope
+from django_scopes import get_scope, scope
 
 from .models import Hospital
 
@@ -31,12 +31,22 @@ class ScopedCommand(BaseCommand):
 
 
 class HospitalTask(Task):
-    """Celery base for hospital work. Call with `hospital_id=` among the kwargs; the body
-    runs inside that hospital's scope and receives the Hospital as `hospital`."""
+    """Celery base for hospital work. Tasks take primary keys, never instances: call with
+    `hospital_id=` among the kwargs and the body runs inside that hospital's scope
+    (`scoped_hospital()` returns it). The kwargs are passed on unchanged, so a retry
+    re-sends the same ids."""
 
     abstract = True
 
     def __call__(self, *args, **kwargs):
-        hospital = Hospital.objects.get(pk=kwargs.pop("hospital_id"))
+        hospital = Hospital.objects.get(pk=kwargs["hospital_id"])
         with scope(hospital=hospital):
-            return super().__call__(*args, hospital=hospital, **kwargs)
+            return super().__call__(*args, **kwargs)
+
+
+def scoped_hospital() -> Hospital:
+    """The hospital whose scope is open (inside a HospitalTask or ScopedCommand)."""
+    hospital = get_scope().get("hospital")
+    if not isinstance(hospital, Hospital):
+        raise RuntimeError("No single hospital scope is open.")
+    return hospital

@@ -63,23 +63,18 @@ def backoff(retries: int) -> float:
 
 
 @shared_task(bind=True, base=HospitalTask, name="screening.run", acks_late=True, reject_on_worker_lost=True,
-             max_retries=None, soft_time_limit=120, time_limit=180,
-             # Called with hospital_id, run with hospital (HospitalTask): no signature check at publish.
-             typing=False)
-def screening_run(self, *, screening_id: int, hospital):
+             max_retries=None, soft_time_limit=120, time_limit=180)
+def screening_run(self, *, screening_id: int, hospital_id: int):
     """Screen one scan. Deterministic problems end the job (rejected / cannot_assess /
     failed); transient ones retry with backoff until the attempt limit is reached."""
     from ml.explain import explain
     from ml.preprocessing import ImageError, load_image_bytes
 
-    # HospitalTask replaced hospital_id with the Hospital in self.request.kwargs: a retry
-    # must send the ids again (a Hospital is not JSON).
-    retry_kwargs = {"screening_id": screening_id, "hospital_id": hospital.pk}
     try:
         screening = services.screening_claim(screening_id=screening_id, task_id=self.request.id)
     except TRANSIENT as exc:  # the database is away: try again later, the row is unchanged
         log.warning("screening %s: cannot claim (%s), retrying", screening_id, type(exc).__name__)
-        raise self.retry(exc=exc, countdown=backoff(self.request.retries), kwargs=retry_kwargs,
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries),
                          max_retries=settings.SCREENING_MAX_ATTEMPTS)
     if screening is None:
         return "not claimable"
@@ -114,7 +109,7 @@ def screening_run(self, *, screening_id: int, hospital):
                                       reason=f"Gave up after {screening.attempts} attempts: {type(exc).__name__}.")
             return ScreeningStatus.FAILED
         log.warning("screening %s: transient %s, retrying", screening_id, type(exc).__name__)
-        raise self.retry(exc=exc, countdown=backoff(self.request.retries), kwargs=retry_kwargs)
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries))
     except Exception as exc:  # deterministic (a bug, a broken model): end it now, never loop
         log.exception("screening %s failed", screening_id)
         services.screening_finish(screening=screening, status=ScreeningStatus.FAILED,

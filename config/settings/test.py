@@ -45,7 +45,7 @@ CELERY_BROKER_URL = env.str("TEST_CELERY_BROKER_URL", default="memory://")
 if CELERY_BROKER_URL == "filesystem://":
     _broker_dir = env.str("TEST_CELERY_BROKER_DIR")
     CELERY_BROKER_TRANSPORT_OPTIONS = {"data_folder_in": _broker_dir, "data_folder_out": _broker_dir,
-                                       "store_processed": False}
+                                       "control_folder": f"{_broker_dir}/control", "store_processed": False}
 
 # SQLite: a file, not memory, so a worker process can open the test database (it gets the
 # path as DATABASE_URL); IMMEDIATE transactions and a busy timeout so the test process and

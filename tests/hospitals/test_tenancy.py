@@ -9,7 +9,7 @@ from django_scopes import ScopeError, scope, scopes_disabled
 
 from config.celery_app import app as celery_app
 from hospitals.models import AuditEvent, Hospital, Membership
-from hospitals.tenancy import HospitalTask, ScopedCommand
+from hospitals.tenancy import HospitalTask, ScopedCommand, scoped_hospital
 from patients.models import LabTest, Patient, StatusChange
 
 from ..factories import hospital_world
@@ -117,7 +117,9 @@ def test_scoped_command_requires_a_known_hospital(hospital_a):
 
 # --- HospitalTask --------------------------------------------------------------------------------
 @celery_app.task(base=HospitalTask, name="tests.tenancy.count_patients")
-def count_patients(*, hospital, label):
+def count_patients(*, hospital_id, label):
+    hospital = scoped_hospital()
+    assert hospital.pk == hospital_id
     return {
         "hospital": hospital.pk,
         "label": label,
