@@ -363,7 +363,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="output directory (default .cache/ml/runs/<arch>-<time>)")
     p.add_argument("--arch", choices=("cxrnet", "baseline"), default="cxrnet")
     p.add_argument("--name", default=None, help="model name written to the card")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--batch-size", type=int, default=64)
