@@ -1,7 +1,13 @@
-import pytest
-from django_scopes import scope, scopes_disabled
+import importlib
+import os
 
-from hospitals.models import Role
+import pytest
+from django.db import connection
+from django.test import override_settings
+from django_scopes import scope, scopes_disabled
+from pytest_django import live_server_helper
+
+from hospitals.models import AuditChainHead, AuditEvent, Role
 
 from .factories import PASSWORD, HospitalFactory, MembershipFactory, UserFactory
 
@@ -54,6 +60,58 @@ def login(client):
 def in_scope():
     """in_scope(hospital) as a context manager for service calls in tests."""
     return lambda hospital: scope(hospital=hospital)
+
+
+append_only = importlib.import_module("hospitals.migrations.0002_audit_append_only")
+
+
+@pytest.fixture
+def flushable_audit(transactional_db):
+    """The audit table refuses DELETE (database triggers), but a transactional test ends
+    with a flush. Empty it with the triggers briefly dropped, before the flush runs.
+    (On MariaDB, DROP TRIGGER commits; nothing else is open at that point.)"""
+    yield
+    with connection.schema_editor() as editor:
+        for sql in append_only.DROP:
+            editor.execute(sql)
+    with scopes_disabled():
+        AuditEvent.objects.all().delete()
+        AuditChainHead.objects.all().delete()
+    with connection.schema_editor() as editor:
+        for sql in {"sqlite": append_only.SQLITE, "mysql": append_only.MYSQL}.get(connection.vendor, []):
+            editor.execute(sql)
+
+
+@pytest.fixture(scope="session")
+def live_server():
+    """pytest-django's live server, started with an absolute MEDIA_URL. Our settings have
+    MEDIA_URL = None (scans are never served by URL), which Django's live server handler
+    cannot parse; a URL on another host makes that handler serve nothing at all."""
+    with override_settings(MEDIA_URL="http://media.invalid/"):
+        server = live_server_helper.LiveServer(os.getenv("DJANGO_LIVE_TEST_SERVER_ADDRESS") or "localhost")
+    yield server
+    server.stop()
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+@pytest.fixture
+def browser():
+    """Debian's chromium driven by Playwright (never a downloaded browser)."""
+    # Playwright's sync API runs an event loop in this thread; the ORM calls tests make
+    # meanwhile are still synchronous and safe.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
 
 
 __all__ = ["PASSWORD"]

@@ -1,11 +1,10 @@
 """Fixtures for the screening pipeline tests: a hospital with an uploader and a patient,
 image builders (PNG, JPEG, DICOM), the real CC BY 4.0 fixture film, a model for worker
-tests, an audit table a transactional test can flush, and a way to report figures."""
+tests, and a way to report figures."""
 
 from __future__ import annotations
 
 import csv
-import importlib
 import io
 import json
 import os
@@ -15,35 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from django.db import connection
 from django_scopes import scopes_disabled
 from PIL import Image
 
-from hospitals.models import AuditChainHead, AuditEvent, Role
+from hospitals.models import Role
 from tests.factories import HospitalFactory, MembershipFactory, PatientFactory, UserFactory
 
 REPO = Path(__file__).resolve().parents[2]
 FILM = REPO / "tests" / "ml" / "fixtures" / "kermany_normal_IM-0003-0001.jpg"
-
-append_only = importlib.import_module("hospitals.migrations.0002_audit_append_only")
-
-
-@pytest.fixture
-def flushable_audit(transactional_db):
-    """The audit table refuses DELETE (database triggers), but a transactional test ends
-    with a flush. Empty it with the triggers briefly dropped, before the flush runs.
-    (On MariaDB, DROP TRIGGER commits; nothing else is open at that point.)"""
-    yield
-    with connection.schema_editor() as editor:
-        for sql in append_only.DROP:
-            editor.execute(sql)
-    with scopes_disabled():
-        AuditEvent.objects.all().delete()
-        AuditChainHead.objects.all().delete()
-    with connection.schema_editor() as editor:
-        for sql in {"sqlite": append_only.SQLITE, "mysql": append_only.MYSQL}.get(connection.vendor, []):
-            editor.execute(sql)
-
 
 @pytest.fixture
 def world():

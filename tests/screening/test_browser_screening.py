@@ -6,13 +6,10 @@ radiologist's review and a clinician applying the suggested status.
 The screenshot of the screening page with the heatmap shown goes to /tmp/screening.png."""
 
 import datetime
-import os
 
 import numpy as np
 import pytest
-from django.test import override_settings
 from django_scopes import scope, scopes_disabled
-from pytest_django import live_server_helper
 
 from hospitals.models import Role
 from patients.models import Status
@@ -23,38 +20,9 @@ from screening.models import Review, Scan, Screening
 from ..factories import PASSWORD, MembershipFactory, PatientFactory, UserFactory
 from .conftest import FILM
 
-# Playwright's sync API runs an event loop in this thread; the ORM calls made here are
-# still synchronous and safe.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-
-from playwright import sync_api  # noqa: E402
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 SCREENSHOT = "/tmp/screening.png"
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def live_server():
-    """The live server with an absolute MEDIA_URL (see tests/test_browser.py: our
-    MEDIA_URL is None, which the live server's static handler cannot parse)."""
-    with override_settings(MEDIA_URL="http://media.invalid/"):
-        server = live_server_helper.LiveServer(os.getenv("DJANGO_LIVE_TEST_SERVER_ADDRESS") or "localhost")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def browser():
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture
