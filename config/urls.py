@@ -10,4 +10,5 @@ urlpatterns = [
     path("h/<slug:hospital_slug>/", include("hospitals.urls")),
     path("h/<slug:hospital_slug>/patients/", include("patients.urls")),
     path("h/<slug:hospital_slug>/", include("screening.urls")),
+    path("h/<slug:hospital_slug>/webhooks/", include("webhooks.urls")),
 ]

@@ -9,6 +9,8 @@ from django.utils import timezone
 
 from hospitals.audit import audit_record
 from hospitals.models import Hospital, User
+from webhooks import payloads as webhook_payloads
+from webhooks.services import event_emit
 
 from .models import TRANSITIONS, LabTest, Patient, Status, StatusChange, StatusSource
 
@@ -120,6 +122,8 @@ def patient_change_status(
         audit_record(action="update", object_type="patient", object_id=locked.pk, hospital=locked.hospital,
                      actor=actor, request=request,
                      detail={"status": [current, to_status], "source": source, "status_change": change.pk})
+        event_emit(hospital=locked.hospital, event="patient.status_changed",
+                   payload=webhook_payloads.status_change_data(change))
     patient.status, patient.status_since = locked.status, locked.status_since
     return change
 

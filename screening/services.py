@@ -21,6 +21,8 @@ from django_scopes import scopes_disabled
 from hospitals.audit import audit_record
 from hospitals.models import User
 from patients.models import Patient
+from webhooks import payloads as webhook_payloads
+from webhooks.services import event_emit
 
 from .models import AiResult, Review, ReviewDecision, Scan, Screening, ScreeningStatus
 from .validation import validate_scan
@@ -96,6 +98,7 @@ def screening_claim(*, screening_id: int, task_id: str) -> Screening | None:
         if screening.attempts >= settings.SCREENING_MAX_ATTEMPTS:
             _finish(screening, ScreeningStatus.FAILED,
                     f"Gave up after {screening.attempts} attempts; the last one did not finish.")
+            _emit_screening_event(screening)
             return None
         Screening.objects.filter(pk=screening.pk).update(
             status=ScreeningStatus.RUNNING, attempts=F("attempts") + 1, task_id=task_id, worker=WORKER,
@@ -110,12 +113,21 @@ def _finish(screening: Screening, status: str, reason: str = "") -> None:
     screening.status, screening.reason = status, reason
 
 
+def _emit_screening_event(screening: Screening, result: AiResult | None = None) -> None:
+    """The webhook of a finished screening, in the caller's transaction: done and
+    cannot_assess are screening.completed, failed and rejected screening.failed."""
+    completed = screening.status in (ScreeningStatus.DONE, ScreeningStatus.CANNOT_ASSESS)
+    event_emit(hospital=screening.hospital, event="screening.completed" if completed else "screening.failed",
+               payload=webhook_payloads.screening_data(screening, result))
+
+
 def screening_finish(*, screening: Screening, status: str, reason: str = "") -> None:
     """End a job that produced no result (failed, rejected, cannot_assess)."""
     with transaction.atomic():
         _finish(screening, status, reason)
         audit_record(action="update", object_type="screening", object_id=screening.pk,
                      hospital=screening.hospital, detail={"status": status})
+        _emit_screening_event(screening)
 
 
 def screening_release(*, screening: Screening, reason: str) -> None:
@@ -148,6 +160,7 @@ def screening_store_result(*, screening: Screening, prediction: dict, heatmap_pn
             _finish(screening, ScreeningStatus.DONE)
             audit_record(action="create", object_type="airesult", object_id=result.pk,
                          hospital=screening.hospital, detail={"screening": screening.pk})
+            _emit_screening_event(screening, result)
     except IntegrityError:
         if result.heatmap:
             default_storage.delete(result.heatmap.name)
@@ -199,6 +212,7 @@ def review_create(*, result: AiResult, decision: str, clinical_label: str, radio
         )
         audit_record(action="create", object_type="review", object_id=review.pk, hospital=result.hospital,
                      actor=actor, request=request, detail={"screening": result.screening_id, "decision": decision})
+        event_emit(hospital=result.hospital, event="review.recorded", payload=webhook_payloads.review_data(review))
     return review
 
 

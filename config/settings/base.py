@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "hospitals",
     "patients",
     "screening",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -198,4 +199,16 @@ CELERY_BEAT_SCHEDULE = {
     "screening-sweep": {"task": "screening.sweep", "schedule": SCREENING_SWEEP_INTERVAL_SECONDS},
 }
 CELERY_TASK_ROUTES = {"screening.run": {"queue": "inference"}, "screening.sweep": {"queue": "default"}}
+
+# --- Webhooks (see README "Webhooks") ----------------------------------------------------------
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
+WEBHOOK_BACKOFF_BASE_SECONDS = env.float("WEBHOOK_BACKOFF_BASE_SECONDS", default=30.0)
+WEBHOOK_BACKOFF_MAX_SECONDS = env.float("WEBHOOK_BACKOFF_MAX_SECONDS", default=3600.0)
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+WEBHOOK_SWEEP_INTERVAL_SECONDS = env.int("WEBHOOK_SWEEP_INTERVAL_SECONDS", default=60)
+WEBHOOK_SWEEP_GRACE_SECONDS = env.int("WEBHOOK_SWEEP_GRACE_SECONDS", default=60)
+# Receivers on loopback/private networks are refused unless this is set (development, tests).
+WEBHOOK_ALLOW_PRIVATE_DESTINATIONS = env.bool("WEBHOOK_ALLOW_PRIVATE_DESTINATIONS", default=False)
+CELERY_BEAT_SCHEDULE["webhooks-sweep"] = {"task": "webhooks.sweep", "schedule": WEBHOOK_SWEEP_INTERVAL_SECONDS}
+CELERY_TASK_ROUTES.update({"webhooks.deliver": {"queue": "default"}, "webhooks.sweep": {"queue": "default"}})
 CELERY_TASK_DEFAULT_QUEUE = "default"
