@@ -67,9 +67,14 @@ def audit_record(
     request=None,
     detail: dict | None = None,
 ) -> AuditEvent:
-    """Append one entry. `request` supplies the actor (when not given), IP and user agent."""
+    """Append one entry. `request` (a Django or DRF request) supplies the actor (when not
+    given), IP and user agent. A partner client's request (hospitals.api) is recorded with
+    the client's service account as actor and the client's id and name in `detail`."""
     if actor is None and request is not None and request.user.is_authenticated:
         actor = request.user
+    client = getattr(request, "partner_client", None) if request is not None else None
+    if client is not None:
+        detail = {**(detail or {}), "client": client.pk, "client_name": client.name}
     chain = chain_name(hospital.pk if hospital else None)
     with transaction.atomic(), scopes_disabled():
         head, _ = AuditChainHead.objects.get_or_create(chain=chain, defaults={"hash": GENESIS})

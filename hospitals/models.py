@@ -160,3 +160,42 @@ class AuditChainHead(models.Model):
     chain = models.CharField(max_length=64, unique=True)
     seq = models.PositiveBigIntegerField(default=0)
     hash = models.CharField(max_length=64)
+
+
+class PartnerClient(models.Model):
+    """An OAuth2 client-credentials application of a partner system, bound to one hospital.
+
+    A token of this client opens that hospital's scope only (`hospitals.api.base`); its
+    scopes are limited to `allowed_scopes` (`hospitals.api.scopes.PartnerScopes`). Writes
+    made with it are recorded as `service_user`, an account that cannot sign in (inactive,
+    no password, no membership), so records name the partner system rather than the admin
+    who created the client; the audit trail adds the client id to each entry's detail.
+    A revoked client (`revoked_at`) gets no new tokens and its tokens were deleted."""
+
+    hospital = models.ForeignKey(Hospital, on_delete=models.PROTECT, related_name="partner_clients")
+    application = models.OneToOneField(
+        "oauth2_provider.Application", on_delete=models.CASCADE, related_name="partner_client"
+    )
+    name = models.CharField(max_length=100)
+    allowed_scopes = models.CharField(max_length=200, help_text="Space-separated OAuth2 scopes.")
+    service_user = models.OneToOneField(User, on_delete=models.PROTECT, related_name="partner_client")
+    created_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+
+    objects = ScopedManager(hospital="hospital")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.name} ({self.hospital})"
+
+    @property
+    def scope_list(self) -> list[str]:
+        return self.allowed_scopes.split()
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

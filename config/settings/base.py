@@ -54,6 +54,11 @@ INSTALLED_APPS = [
     "allauth.mfa",
     "allauth.usersessions",
     "simple_history",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "oauth2_provider",
     "hospitals",
     "patients",
     "screening",
@@ -212,3 +217,83 @@ WEBHOOK_ALLOW_PRIVATE_DESTINATIONS = env.bool("WEBHOOK_ALLOW_PRIVATE_DESTINATION
 CELERY_BEAT_SCHEDULE["webhooks-sweep"] = {"task": "webhooks.sweep", "schedule": WEBHOOK_SWEEP_INTERVAL_SECONDS}
 CELERY_TASK_ROUTES.update({"webhooks.deliver": {"queue": "default"}, "webhooks.sweep": {"queue": "default"}})
 CELERY_TASK_DEFAULT_QUEUE = "default"
+
+# --- Partner API (DRF, OAuth2 client credentials, OpenAPI) ---------------------------------
+# Every API view derives from hospitals.api.base: it authenticates, resolves the hospital
+# from the URL, checks the credential against it (404 otherwise), checks scope or role
+# (403) and runs the handler inside that hospital's scope. Errors are RFC 7807 problems.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "hospitals.api.authentication.PartnerOAuth2Authentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+        "rest_framework.parsers.FormParser",
+    ],
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "hospitals.api.pagination.ApiCursorPagination",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "hospitals.api.exceptions.problem_exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["hospitals.api.throttling.CredentialRateThrottle"],
+    # Per client (token) or per portal user; uploads also per hospital. Rates are read at
+    # request time, so tests (and operators) can change them.
+    "DEFAULT_THROTTLE_RATES": {
+        "credential": env.str("API_THROTTLE_RATE", default="600/min"),
+        "upload": env.str("API_UPLOAD_THROTTLE_RATE", default="60/min"),
+    },
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+# The cache that holds throttle counters (shared by every web node in production).
+API_THROTTLE_CACHE = env.str("API_THROTTLE_CACHE", default="default")
+API_PAGE_SIZE = 50
+API_MAX_PAGE_SIZE = 200
+
+OAUTH2_PROVIDER = {
+    "SCOPES": {
+        "read": "Read patients, lab tests, screenings, AI results and reviews",
+        "write": "Create and update patients, lab tests, status changes and reviews",
+        "screening:upload": "Upload chest X-rays for screening",
+    },
+    "DEFAULT_SCOPES": ["read"],
+    # A client may only get the scopes its hospital admin allowed it.
+    "SCOPES_BACKEND_CLASS": "hospitals.api.scopes.PartnerScopes",
+    "OAUTH2_VALIDATOR_CLASS": "hospitals.api.scopes.PartnerOAuth2Validator",
+    "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("API_TOKEN_EXPIRE_SECONDS", default=3600),
+    "ALLOWED_GRANT_TYPES": ["client_credentials"],
+}
+# Named explicitly: a migration that references a DOT model resolves it through these.
+OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
+OAUTH2_PROVIDER_ACCESS_TOKEN_MODEL = "oauth2_provider.AccessToken"
+OAUTH2_PROVIDER_REFRESH_TOKEN_MODEL = "oauth2_provider.RefreshToken"
+OAUTH2_PROVIDER_ID_TOKEN_MODEL = "oauth2_provider.IDToken"
+OAUTH2_PROVIDER_GRANT_MODEL = "oauth2_provider.Grant"
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Hospital records and CXR screening: Partner API",
+    "DESCRIPTION": (
+        "REST API for partner systems of one hospital. Authenticate with OAuth2 client credentials "
+        "(`POST /o/token/`); every path carries the hospital slug, which must be the credential's "
+        "hospital (anything else answers 404). Errors are RFC 7807 problem details "
+        "(`application/problem+json`). AI results are a screening aid, not a diagnosis."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "hospitals.api.schema.add_problem_responses",
+    ],
+    "ENUM_NAME_OVERRIDES": {},
+}

@@ -1,0 +1,3 @@
+"""API routes of the patients app, relative to `api/v1/`."""
+
+urlpatterns: list = []
