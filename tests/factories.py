@@ -200,3 +200,29 @@ def add_screening(world, *, tag: str) -> None:
         world.review = review_create(result=world.result, decision="confirm", clinical_label="covid",
                                      radiological_signs=True, reason=f"{tag}review", actor=world.clinician)
     world.secrets += [f"{tag}-film.png", f"{tag}review"]
+
+
+# --- Webhooks -----------------------------------------------------------------------------------
+
+def add_webhook(world, *, tag: str) -> None:
+    """Give a `hospital_world` a webhook endpoint (`world.endpoint`, URL and description
+    carry `tag`), a delivery of its status change (`world.delivery`) and one logged
+    attempt (`world.attempt`). The URL and description join `world.secrets`."""
+    from django.utils import timezone
+    from django_scopes import scope
+
+    from webhooks import payloads
+    from webhooks.models import Attempt
+    from webhooks.services import endpoint_create, event_emit
+
+    url = f"https://{tag.lower()}-receiver.example/hooks"
+    with scope(hospital=world.hospital):
+        world.endpoint, world.webhook_secret = endpoint_create(
+            hospital=world.hospital, url=url, events=["patient.status_changed"], description=f"{tag}hook",
+            actor=world.admin)
+        world.delivery = event_emit(hospital=world.hospital, event="patient.status_changed",
+                                    payload=payloads.status_change_data(world.status_change))[0]
+        world.attempt = Attempt.objects.create(
+            hospital=world.hospital, delivery=world.delivery, number=1, started_at=timezone.now(), duration_ms=12,
+            status_code=500, response_snippet=f"{tag}snippet", error="")
+    world.secrets += [url, f"{tag}hook", f"{tag}snippet", world.webhook_secret]

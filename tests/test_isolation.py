@@ -30,15 +30,16 @@ from hospitals.audit import chain_name
 from hospitals.models import AuditEvent, Hospital, Membership, User
 from patients.models import LabTest, Patient, StatusChange
 from screening.models import AiResult, Review, Scan, Screening
+from webhooks.models import Attempt, Delivery, Endpoint
 
-from .factories import add_screening, hospital_world
+from .factories import add_screening, add_webhook, hospital_world
 
 MISSING = 987654321
 NO_SUCH_SLUG = "does-not-exist"
 
 # Routes that take a parameter but no tenant object, reviewed one by one.
 ALLOW_LIST = {
-    "admin/(?P<app_label>hospitals|auth|account|mfa|usersessions|patients|screening)/$":
+    "admin/(?P<app_label>hospitals|auth|account|mfa|usersessions|oauth2_provider|patients|screening|webhooks)/$":
         "admin app index: an app label, lists only the models the user may see (tested in test_admin)",
     "admin/(?P<url>.*)$": "admin catch-all: redirects unknown admin paths to the login or answers 404",
     "accounts/confirm-email/(?P<key>[-:\\w]+)/$": "allauth email confirmation: a signed key, no hospital",
@@ -61,6 +62,11 @@ PORTAL_OBJECT_ROUTES = {
     "screening:scan_original": lambda w: w.scan.pk,
     "screening:scan_preview": lambda w: w.scan.pk,
     "screening:heatmap": lambda w: w.result.pk,
+    "webhooks:edit": lambda w: w.endpoint.pk,
+    "webhooks:rotate_secret": lambda w: w.endpoint.pk,
+    "webhooks:deliveries": lambda w: w.endpoint.pk,
+    "webhooks:delivery": lambda w: w.delivery.pk,
+    "webhooks:replay": lambda w: w.delivery.pk,
 }
 # The URL keyword of the object id, where it is not `pk`.
 PORTAL_ID_KWARG = {"screening:upload": "patient_pk"}
@@ -73,6 +79,8 @@ PORTAL_POST = {
     "screening:review": {"decision": "override", "clinical_label": "normal", "radiological_signs": "no",
                          "reason": "probe"},
     "screening:apply_status": {"effective_date": "2020-01-01", "note": "probe"},
+    "webhooks:create": {"url": "https://probe.example/", "events": ["review.recorded"], "is_active": "on"},
+    "webhooks:edit": {"url": "https://probe.example/", "events": ["review.recorded"], "is_active": "on"},
 }
 
 
@@ -119,6 +127,8 @@ def worlds(hospital_a, hospital_b):
     b = hospital_world(hospital_b, tag="BETA")
     add_screening(a, tag="ALPHA")
     add_screening(b, tag="BETA")
+    add_webhook(a, tag="ALPHA")
+    add_webhook(b, tag="BETA")
     with scope(hospital=hospital_a):
         a.labtest_history_id = a.lab_test.history.order_by("-history_id").first().history_id
     with scope(hospital=hospital_b):
@@ -141,7 +151,8 @@ def tenant_object(world, model):
         Hospital: world.hospital, User: world.clinician, Membership: world.clinician_membership,
         AuditEvent: world.audit_event, Patient: world.patient, LabTest: world.lab_test,
         StatusChange: world.status_change, Scan: world.scan, Screening: world.screening, AiResult: world.result,
-        Review: world.review, **getattr(world, "platform", {}),
+        Review: world.review, Endpoint: world.endpoint, Delivery: world.delivery, Attempt: world.attempt,
+        **getattr(world, "platform", {}),
     }
     assert model in objects, f"{model._meta.label} has an admin: add one of A's objects to the isolation matrix"
     return objects[model]
@@ -278,7 +289,8 @@ def test_object_routes_answer_404_to_an_allowed_attacker(worlds):
     a, b = worlds
     allowed = {"patients:detail": b.clinician, "patients:edit": b.admin, "patients:change_status": b.clinician,
                "patients:labtest_create": b.clinician, "hospitals:member_edit": b.admin,
-               **{name: b.clinician for name in PORTAL_OBJECT_ROUTES if name.startswith("screening:")}}
+               **{name: b.clinician for name in PORTAL_OBJECT_ROUTES if name.startswith("screening:")},
+               **{name: b.admin for name in PORTAL_OBJECT_ROUTES if name.startswith("webhooks:")}}
     assert set(allowed) == set(PORTAL_OBJECT_ROUTES)
     for name, user in allowed.items():
         client = Client()
@@ -293,7 +305,7 @@ def test_object_routes_answer_404_to_an_allowed_attacker(worlds):
     client = Client()
     client.force_login(b.admin)
     for model in (Hospital, User, Membership, AuditEvent, Patient, LabTest, StatusChange, Scan, Screening, AiResult,
-                  Review):
+                  Review, Endpoint, Delivery, Attempt):
         info = f"admin:{model._meta.app_label}_{model._meta.model_name}"
         assert client.get(reverse(f"{info}_change", args=[tenant_object(b, model).pk])).status_code == 200
         for view in ("change", "history", "delete"):
@@ -307,7 +319,8 @@ def test_a_hospital_that_does_not_exist_and_one_you_are_not_in_look_the_same(wor
     client = Client()
     client.force_login(b.clinician)
     for path in ("", "patients/", f"patients/{a.patient.pk}/", "members/", "audit/", "screenings/",
-                 f"screenings/{a.screening.pk}/", f"scans/{a.scan.pk}/original", f"results/{a.result.pk}/heatmap.png"):
+                 f"screenings/{a.screening.pk}/", f"scans/{a.scan.pk}/original", f"results/{a.result.pk}/heatmap.png",
+                 "webhooks/", f"webhooks/{a.endpoint.pk}/", f"webhooks/deliveries/{a.delivery.pk}/"):
         foreign, missing = client.get(f"/h/alpha/{path}"), client.get(f"/h/{NO_SUCH_SLUG}/{path}")
         assert foreign.status_code == missing.status_code == 404
         assert foreign.content == missing.content
@@ -323,4 +336,5 @@ def test_every_route_with_an_id_or_slug_is_in_the_matrix(worlds):
     assert not stale, f"allow-list entries that no longer exist: {stale}"
     # Every registered ModelAdmin took part, tenant and platform-only ones alike.
     assert {m for m in admin.site._registry} <= {Hospital, User, Membership, AuditEvent, Patient, LabTest,
-                                                  StatusChange, Scan, Screening, AiResult, Review, *a.platform}
+                                                  StatusChange, Scan, Screening, AiResult, Review, Endpoint,
+                                                  Delivery, Attempt, *a.platform}
