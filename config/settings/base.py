@@ -295,5 +295,9 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "hospitals.api.schema.add_problem_responses",
     ],
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_NAME_OVERRIDES": {
+        "PatientStatusEnum": "patients.models.Status",
+        "ScreeningStatusEnum": "screening.models.ScreeningStatus",
+        "AiLabelEnum": "screening.models.AiLabel",
+    },
 }

@@ -19,6 +19,7 @@ from django.urls import path
 from django.utils.cache import patch_cache_control
 from django_scopes import scope
 from rest_framework import exceptions, viewsets
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from hospitals import selectors
@@ -123,6 +124,15 @@ class HospitalScopedAPIMixin:
         patch_cache_control(response, no_store=True, private=True)
         return response
 
+    audit_object_type: str = ""
+
+    def audit_objects(self, objects, action: str) -> None:
+        """Audit a read (`action` "list" or "view") of these objects. Viewsets of patient
+        data override it or set `audit_object_type`; reads are never left unaudited."""
+        if not self.audit_object_type:
+            raise NotImplementedError(f"{type(self).__name__} must audit its reads")
+        self.audit_read(object_type=self.audit_object_type, objects=objects, action=action)
+
     def audit_read(self, *, object_type: str, objects, action: str = "list", patient_ids=None) -> None:
         """Audit a read of records that are not patients themselves (lab tests, screenings,
         results, reviews): the ids and the patients they belong to. Patients are audited
@@ -145,6 +155,28 @@ class HospitalAPIView(HospitalScopedAPIMixin, APIView):
 
 
 class HospitalGenericViewSet(HospitalScopedAPIMixin, viewsets.GenericViewSet):
-    """A GenericViewSet below a hospital slug; mix in DRF's model mixins as needed.
-    `get_queryset` must filter by `self.request.hospital` (it runs inside the scope)."""
+    """A GenericViewSet below a hospital slug; mix in `AuditedListMixin`,
+    `AuditedRetrieveMixin` and write actions that call services. `get_queryset` must
+    filter by `self.request.hospital` (it runs inside the scope) and answer
+    `Model.objects.none()` when `swagger_fake_view` is set (schema generation)."""
+
+    lookup_value_regex = r"[0-9]+"
+
+
+class AuditedListMixin:
+    """`list`: filtered, cursor-paginated, the page audited as one read."""
+
+    def list(self, request, *args, **kwargs):
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        self.audit_objects(page, "list")
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+
+class AuditedRetrieveMixin:
+    """`retrieve`: one object of the hospital (another hospital's id: 404), audited."""
+
+    def retrieve(self, request, *args, **kwargs):
+        obj = self.get_object()
+        self.audit_objects([obj], "view")
+        return Response(self.get_serializer(obj).data)
 
