@@ -21,6 +21,7 @@ from django.contrib.auth.forms import UserChangeForm as DjangoUserChangeForm
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.http import Http404
+from oauth2_provider import models as oauth2_models
 
 from . import services
 from .admin_site import admin_hospital_ids
@@ -467,6 +468,14 @@ def _make_platform_only(site: admin.AdminSite) -> None:
         site.unregister(model)
         site.register(model, type(f"PlatformOnly{admin_class.__name__}", (PlatformOnlyAdminMixin, admin_class), {}))
 
+
+# OAuth2 applications and tokens are partner clients of one hospital, created and revoked
+# by its admins in the portal (hospitals.api.services); django-oauth-toolkit's own admin
+# pages would bypass that (and list every hospital's tokens), so they are not offered.
+for _dot_model in (oauth2_models.Application, oauth2_models.AccessToken, oauth2_models.RefreshToken,
+                   oauth2_models.IDToken, oauth2_models.Grant):
+    if admin.site.is_registered(_dot_model):
+        admin.site.unregister(_dot_model)
 
 # The apps listed before `hospitals` in INSTALLED_APPS have registered theirs by now.
 _make_platform_only(admin.site)
