@@ -41,3 +41,15 @@ def add_service_errors(form: forms.Form, exc) -> None:
             form.add_error(field if field in form.fields else None, errors)
     else:
         form.add_error(None, exc.messages)
+
+
+class ApiClientForm(forms.Form):
+    """A new partner client: its name and the OAuth2 scopes it may ask for."""
+
+    name = forms.CharField(max_length=100, help_text="The partner system, e.g. 'City lab LIS'.")
+    scopes = forms.MultipleChoiceField(
+        choices=[("read", "read: patients, lab tests, screenings, AI results, reviews"),
+                 ("write", "write: register and edit patients, lab tests, status changes, reviews"),
+                 ("screening:upload", "screening:upload: upload chest X-rays")],
+        widget=forms.CheckboxSelectMultiple, initial=["read"],
+    )

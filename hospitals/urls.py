@@ -11,3 +11,10 @@ urlpatterns = [
     path("audit/", views.audit_list, name="audit_list"),
     path("audit/export.csv", views.audit_export, name="audit_export"),
 ]
+
+# Partner API clients (OAuth2 client credentials) of this hospital.
+urlpatterns += [
+    path("api-clients/", views.api_clients, name="api_clients"),
+    path("api-clients/new/", views.api_client_create, name="api_client_create"),
+    path("api-clients/<int:pk>/revoke/", views.api_client_revoke, name="api_client_revoke"),
+]

@@ -202,3 +202,57 @@ def audit_export(request, hospital_slug):
     response = StreamingHttpResponse(stream(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+# --- Partner API clients ------------------------------------------------------------------------
+
+@require_action("members.manage")
+def api_clients(request, hospital_slug):
+    from .api.selectors import partner_client_list
+
+    return render(request, "hospitals/api_clients.html", {"clients": partner_client_list(hospital=request.hospital)})
+
+
+@require_action("members.manage")
+@require_http_methods(["GET", "POST"])
+def api_client_create(request, hospital_slug):
+    """Create a client. The answer shows its secret once: only a hash is stored, so the page
+    is not cached and there is no way to show the secret again."""
+    from django.views.decorators.cache import add_never_cache_headers
+
+    from .api.services import partner_client_create
+    from .forms import ApiClientForm
+
+    form = ApiClientForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            new = partner_client_create(hospital=request.hospital, name=form.cleaned_data["name"],
+                                        scopes=form.cleaned_data["scopes"], actor=request.user, request=request)
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        else:
+            response = render(request, "hospitals/api_client_created.html", {"new": new})
+            add_never_cache_headers(response)
+            return response
+    return render(request, "hospitals/api_client_create.html", {"form": form})
+
+
+@require_action("members.manage")
+@require_http_methods(["GET", "POST"])
+def api_client_revoke(request, hospital_slug, pk):
+    """GET: confirm; POST: revoke (tokens deleted, no new ones)."""
+    from .api.selectors import partner_client_list
+    from .api.services import partner_client_revoke
+
+    client = partner_client_list(hospital=request.hospital).filter(pk=pk).first()
+    if client is None:
+        raise Http404("No such API client.")
+    if request.method == "POST":
+        try:
+            partner_client_revoke(client=client, actor=request.user, request=request)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        else:
+            messages.success(request, f"{client.name} was revoked; its tokens no longer work.")
+        return redirect("hospitals:api_clients", hospital_slug=request.hospital.slug)
+    return render(request, "hospitals/api_client_revoke.html", {"client": client})

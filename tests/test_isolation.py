@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 from django_scopes import scope
 
+from hospitals.api.services import partner_client_create
 from hospitals.audit import chain_name
 
 from hospitals.models import AuditEvent, Hospital, Membership, User
@@ -54,6 +55,7 @@ PORTAL_OBJECT_ROUTES = {
     "patients:change_status": lambda w: w.patient.pk,
     "patients:labtest_create": lambda w: w.patient.pk,
     "hospitals:member_edit": lambda w: w.clinician_membership.pk,
+    "hospitals:api_client_revoke": lambda w: w.partner_client.pk,
     "screening:upload": lambda w: w.patient.pk,
     "screening:detail": lambda w: w.screening.pk,
     "screening:status": lambda w: w.screening.pk,
@@ -75,6 +77,7 @@ PORTAL_POST = {
     "patients:change_status": {"to_status": "infected", "effective_date": "2020-01-01", "reason": "probe"},
     "patients:labtest_create": {"test_type": "rt_pcr", "result": "negative", "sample_date": "2020-01-01"},
     "hospitals:member_edit": {"role": "viewer", "action": "deactivate"},
+    "hospitals:api_client_revoke": {},
     "screening:upload": {"files": ""},
     "screening:review": {"decision": "override", "clinical_label": "normal", "radiological_signs": "no",
                          "reason": "probe"},
@@ -129,6 +132,10 @@ def worlds(hospital_a, hospital_b):
     add_screening(b, tag="BETA")
     add_webhook(a, tag="ALPHA")
     add_webhook(b, tag="BETA")
+    for world in (a, b):
+        with scope(hospital=world.hospital):
+            world.partner_client = partner_client_create(hospital=world.hospital, name="Lab system",
+                                                         scopes=["read"], actor=world.admin).client
     with scope(hospital=hospital_a):
         a.labtest_history_id = a.lab_test.history.order_by("-history_id").first().history_id
     with scope(hospital=hospital_b):
@@ -289,6 +296,7 @@ def test_object_routes_answer_404_to_an_allowed_attacker(worlds):
     a, b = worlds
     allowed = {"patients:detail": b.clinician, "patients:edit": b.admin, "patients:change_status": b.clinician,
                "patients:labtest_create": b.clinician, "hospitals:member_edit": b.admin,
+               "hospitals:api_client_revoke": b.admin,
                **{name: b.clinician for name in PORTAL_OBJECT_ROUTES if name.startswith("screening:")},
                **{name: b.admin for name in PORTAL_OBJECT_ROUTES if name.startswith("webhooks:")}}
     assert set(allowed) == set(PORTAL_OBJECT_ROUTES)
