@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "patients",
     "screening",
     "webhooks",
+    "fhir",
 ]
 
 MIDDLEWARE = [
