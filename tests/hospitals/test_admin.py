@@ -15,8 +15,9 @@ from hospitals.admin_site import HospitalAdminSite
 from hospitals.models import AuditEvent, Hospital, Membership, Role, User
 from patients.models import LabTest, Patient, StatusChange
 from screening.models import AiResult, Review, Scan, Screening
+from webhooks.models import Attempt, Delivery, Endpoint
 
-from ..factories import UserFactory, add_screening, hospital_world
+from ..factories import UserFactory, add_screening, add_webhook, hospital_world
 
 
 class FormValues(HTMLParser):
@@ -68,6 +69,8 @@ def worlds(hospital_a, hospital_b):
     a, b = hospital_world(hospital_a, tag="ALPHA"), hospital_world(hospital_b, tag="BETA")
     add_screening(a, tag="ALPHA")
     add_screening(b, tag="BETA")
+    add_webhook(a, tag="ALPHA")
+    add_webhook(b, tag="BETA")
     return a, b
 
 
@@ -98,7 +101,7 @@ def all_rows(model):
 
 
 TENANT_MODELS = [Hospital, User, Membership, AuditEvent, Patient, LabTest, StatusChange, Scan, Screening, AiResult,
-                 Review]
+                 Review, Endpoint, Delivery, Attempt]
 REGISTERED = [m for m in sorted(admin.site._registry, key=lambda m: m._meta.label) if m in TENANT_MODELS]
 PLATFORM_ONLY = [m for m in sorted(admin.site._registry, key=lambda m: m._meta.label) if m not in TENANT_MODELS]
 
@@ -258,11 +261,11 @@ def test_change_and_history_of_another_hospitals_object_are_404(worlds, model):
     foreign = {Hospital: b.hospital, User: b.clinician, Membership: b.clinician_membership,
                AuditEvent: b.audit_event, Patient: b.patient, LabTest: b.lab_test,
                StatusChange: b.status_change, Scan: b.scan, Screening: b.screening, AiResult: b.result,
-               Review: b.review}[model]
+               Review: b.review, Endpoint: b.endpoint, Delivery: b.delivery, Attempt: b.attempt}[model]
     own = {Hospital: a.hospital, User: a.clinician, Membership: a.clinician_membership,
            AuditEvent: a.audit_event, Patient: a.patient, LabTest: a.lab_test,
            StatusChange: a.status_change, Scan: a.scan, Screening: a.screening, AiResult: a.result,
-           Review: a.review}[model]
+           Review: a.review, Endpoint: a.endpoint, Delivery: a.delivery, Attempt: a.attempt}[model]
     client = client_for(a.admin)
     info = f"admin:{model._meta.app_label}_{model._meta.model_name}"
     for view in ["change", "history", "delete"]:
@@ -402,6 +405,9 @@ HOSPITAL_ADMIN_RIGHTS = {
     Screening: (True, False, False, False),
     AiResult: (True, False, False, False),
     Review: (True, False, False, False),
+    Endpoint: (True, False, False, False),
+    Delivery: (True, False, False, False),
+    Attempt: (True, False, False, False),
 }
 SUPERUSER_RIGHTS = {
     Hospital: (True, True, True, False),
@@ -415,6 +421,9 @@ SUPERUSER_RIGHTS = {
     Screening: (True, False, False, False),
     AiResult: (True, False, False, False),
     Review: (True, False, False, False),
+    Endpoint: (True, False, False, False),
+    Delivery: (True, False, False, False),
+    Attempt: (True, False, False, False),
 }
 
 
@@ -460,11 +469,11 @@ def test_admin_rights_by_role(worlds, superuser, model):
     own = {Hospital: a.hospital, User: a.clinician, Membership: a.clinician_membership,
            AuditEvent: a.audit_event, Patient: a.patient, LabTest: a.lab_test,
            StatusChange: a.status_change, Scan: a.scan, Screening: a.screening, AiResult: a.result,
-           Review: a.review}[model]
+           Review: a.review, Endpoint: a.endpoint, Delivery: a.delivery, Attempt: a.attempt}[model]
     foreign = {Hospital: b.hospital, User: b.clinician, Membership: b.clinician_membership,
                AuditEvent: b.audit_event, Patient: b.patient, LabTest: b.lab_test,
                StatusChange: b.status_change, Scan: b.scan, Screening: b.screening, AiResult: b.result,
-               Review: b.review}[model]
+               Review: b.review, Endpoint: b.endpoint, Delivery: b.delivery, Attempt: b.attempt}[model]
     with scope(hospital=[a.hospital.pk]):
         assert _rights(model_admin, a.admin) == HOSPITAL_ADMIN_RIGHTS[model]
         view, _, change, delete = HOSPITAL_ADMIN_RIGHTS[model]
