@@ -36,7 +36,8 @@ def test_an_upload_ends_in_a_signed_screening_completed_webhook(pipeline, receiv
     hospital_world = pipeline.world
     with scope(hospital=hospital_world.hospital):
         endpoint, secret = endpoint_create(hospital=hospital_world.hospital, url=receiver.url,
-                                           actor=hospital_world.uploader, events=["screening.completed", "screening.failed"])
+                                           actor=hospital_world.uploader,
+                                           events=["screening.completed", "screening.failed"])
     screening = upload(hospital_world, FILM.read_bytes())
     final = wait_final([screening.pk], pipeline.worker)[screening.pk]
     deadline = time.monotonic() + WAIT_SECONDS
