@@ -36,7 +36,8 @@ def parse_date(value: str) -> tuple[str, datetime.datetime, datetime.datetime]:
     """`[prefix]date` -> (prefix, start, end) of the period the value names, end exclusive."""
     match = _DATE.match(value.strip())
     if not match:
-        raise SearchError(f"Invalid date {value!r}: use [eq|ne|gt|lt|ge|le]YYYY[-MM[-DD[Thh:mm[:ss[.ffffff]][Z|+hh:mm]]]].")
+        raise SearchError(f"Invalid date {value!r}: use "
+                          "[eq|ne|gt|lt|ge|le]YYYY[-MM[-DD[Thh:mm[:ss[.ffffff]][Z|+hh:mm]]]].")
     g = match.groupdict()
     tz = datetime.timezone.utc
     if g["tz"] and g["tz"] != "Z":

@@ -38,6 +38,12 @@ INT_ID = re.compile(r"^[1-9][0-9]{0,17}$")
 SHA256_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
+def _token_filter(qs, field: str, value: str, system: str):
+    """An identifier search on `field`, whose identifiers all have `system`."""
+    values = token_values(value, system)
+    return qs if "*" in values else qs.filter(**{f"{field}__in": values})
+
+
 class FhirMixin:
     """The facade's wire format on top of a hospital-scoped API view."""
 
@@ -63,7 +69,7 @@ class FhirResourceViewSet(FhirMixin, HospitalGenericViewSet):
     policy: str = ""
     search_params: dict[str, Param] = {}
     id_pattern: re.Pattern = INT_ID
-    id_field: str = "pk"
+    id_field: str = "id"  # the lookup of a read and the key of keyset paging
 
     def __init_subclass__(cls, **kwargs):
         if cls.policy:
@@ -93,8 +99,7 @@ class FhirResourceViewSet(FhirMixin, HospitalGenericViewSet):
 
     def list(self, request, *args, **kwargs):
         queryset = apply_search(self.get_queryset(), request.query_params, self.search_params, self)
-        rows, total, next_url = paginate(request, queryset, key=self.id_field if self.id_field != "pk" else "id",
-                                         cursor_pattern=self.id_pattern)
+        rows, total, next_url = paginate(request, queryset, key=self.id_field, cursor_pattern=self.id_pattern)
         self.audit_objects(rows, "list")
         base = self.base_url()
         resources = [self.to_resource(row) for row in rows]
@@ -109,10 +114,11 @@ class OrganizationViewSet(FhirResourceViewSet):
 
     resource_type = "Organization"
     policy = "patient.view"
-    search_params = {"_id": id_param(), "identifier": Param(
-        "token", f"The hospital's slug ({mapping.HOSPITAL_SLUG_SYSTEM}|<slug>)",
-        lambda qs, value, view: qs.filter(slug__in=token_values(value, mapping.HOSPITAL_SLUG_SYSTEM))
-        if "*" not in token_values(value, mapping.HOSPITAL_SLUG_SYSTEM) else qs)}
+    search_params = {
+        "_id": id_param(),
+        "identifier": Param("token", f"The hospital's slug ({mapping.HOSPITAL_SLUG_SYSTEM}|<slug>)",
+                            lambda qs, value, view: _token_filter(qs, "slug", value, mapping.HOSPITAL_SLUG_SYSTEM)),
+    }
 
     def get_queryset(self):
         from hospitals.models import Hospital
@@ -129,8 +135,7 @@ class OrganizationViewSet(FhirResourceViewSet):
 # --- Patient --------------------------------------------------------------------------------------------
 
 def _patient_identifier(qs, value, view):
-    values = token_values(value, mapping.mrn_system(view.request.hospital))
-    return qs if "*" in values else qs.filter(mrn__in=values)
+    return _token_filter(qs, "mrn", value, mapping.mrn_system(view.request.hospital))
 
 
 class PatientViewSet(FhirResourceViewSet):
@@ -253,8 +258,7 @@ class MediaViewSet(ScanViewSet):
 # --- Device (the models) ----------------------------------------------------------------------------------
 
 def _device_identifier(qs, value, view):
-    values = token_values(value, mapping.MODEL_SHA256_SYSTEM)
-    return qs if "*" in values else qs.filter(model_sha256__in=values)
+    return _token_filter(qs, "model_sha256", value, mapping.MODEL_SHA256_SYSTEM)
 
 
 class DeviceViewSet(FhirResourceViewSet):
