@@ -19,3 +19,6 @@ def _local_secret_key() -> str:
 
 
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or _local_secret_key()
+
+# A partner's test receiver on this machine (127.0.0.1) is a normal development set-up.
+WEBHOOK_ALLOW_PRIVATE_DESTINATIONS = env.bool("WEBHOOK_ALLOW_PRIVATE_DESTINATIONS", default=True)
