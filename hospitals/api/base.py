@@ -99,7 +99,12 @@ class HospitalScopedAPIMixin:
     def policy_action(self, request) -> str | None:
         """The POLICY action of this request; None where the method is not allowed at all
         (the handler answers 405). Undeclared actions are refused."""
-        key = getattr(self, "action", None) if isinstance(self, viewsets.ViewSetMixin) else request.method.lower()
+        if isinstance(self, viewsets.ViewSetMixin):
+            key = getattr(self, "action", None)
+        else:
+            key = request.method.lower()
+            if key not in self.http_method_names or not hasattr(self, key):
+                key = None
         if key is None:
             return None
         if key not in self.action_policies:
@@ -160,7 +165,7 @@ class HospitalGenericViewSet(HospitalScopedAPIMixin, viewsets.GenericViewSet):
     filter by `self.request.hospital` (it runs inside the scope) and answer
     `Model.objects.none()` when `swagger_fake_view` is set (schema generation)."""
 
-    lookup_value_regex = r"[0-9]+"
+    lookup_value_regex = r"[0-9]{1,18}"  # longer ids cannot exist; they answer 404, not an overflow
 
 
 class AuditedListMixin:

@@ -85,6 +85,8 @@ def problem_exception_handler(exc, context):
                                for v in (detail.values() if isinstance(detail, dict) else detail))
         code = getattr(exc, "default_code", None)
         body = problem(status_code=response.status_code, detail=str(detail), instance=instance, code=code)
+        if response.status_code == 400:  # a parse error: the same shape as a validation error
+            body["errors"] = {"non_field_errors": [str(detail)]}
         if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
             body["retry_after"] = int(exc.wait)
     response.data = body

@@ -2,6 +2,8 @@
 
 import django_filters as filters
 
+from hospitals.api.filters import IdFilter
+
 from patients.models import LabResult, LabTest, LabTestType, Patient, Status, StatusChange, StatusSource
 
 
@@ -20,7 +22,7 @@ class PatientFilter(filters.FilterSet):
 
 
 class StatusChangeFilter(filters.FilterSet):
-    patient = filters.NumberFilter(field_name="patient_id")
+    patient = IdFilter(field_name="patient_id")
     to_status = filters.MultipleChoiceFilter(choices=Status.choices)
     source = filters.ChoiceFilter(choices=StatusSource.choices)
     changed_since = filters.IsoDateTimeFilter(field_name="changed_at", lookup_expr="gte")
@@ -33,7 +35,7 @@ class StatusChangeFilter(filters.FilterSet):
 
 
 class LabTestFilter(filters.FilterSet):
-    patient = filters.NumberFilter(field_name="patient_id")
+    patient = IdFilter(field_name="patient_id")
     test_type = filters.ChoiceFilter(choices=LabTestType.choices)
     result = filters.ChoiceFilter(choices=LabResult.choices)
     sample_after = filters.DateFilter(field_name="sample_date", lookup_expr="gte")

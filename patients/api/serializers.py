@@ -23,6 +23,7 @@ class StatusChangeSerializer(serializers.ModelSerializer):
     lab_test = HospitalPrimaryKeyRelatedField(model=LabTest, required=False, allow_null=True,
                                               help_text="The lab test this change is based on (same patient).")
     to_status = serializers.ChoiceField(choices=Status.choices)
+    from_status = serializers.CharField(read_only=True, help_text="Empty for the registration entry.")
     changed_by = serializers.StringRelatedField(read_only=True)
 
     class Meta:

@@ -2,11 +2,13 @@
 
 import django_filters as filters
 
+from hospitals.api.filters import IdFilter
+
 from screening.models import AiLabel, AiResult, Review, ReviewDecision, Screening, ScreeningStatus
 
 
 class ScreeningFilter(filters.FilterSet):
-    patient = filters.NumberFilter(field_name="patient_id")
+    patient = IdFilter(field_name="patient_id")
     status = filters.MultipleChoiceFilter(choices=ScreeningStatus.choices)
     label = filters.ChoiceFilter(field_name="results__label", choices=AiLabel.choices, distinct=True,
                                  label="AI label of the screening's result.")
@@ -21,8 +23,8 @@ class ScreeningFilter(filters.FilterSet):
 
 
 class AiResultFilter(filters.FilterSet):
-    patient = filters.NumberFilter(field_name="patient_id")
-    screening = filters.NumberFilter(field_name="screening_id")
+    patient = IdFilter(field_name="patient_id")
+    screening = IdFilter(field_name="screening_id")
     label = filters.ChoiceFilter(choices=AiLabel.choices)
     covid_positive = filters.BooleanFilter()
     created_since = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
@@ -33,8 +35,8 @@ class AiResultFilter(filters.FilterSet):
 
 
 class ReviewFilter(filters.FilterSet):
-    patient = filters.NumberFilter(field_name="patient_id")
-    screening = filters.NumberFilter(field_name="screening_id")
+    patient = IdFilter(field_name="patient_id")
+    screening = IdFilter(field_name="screening_id")
     decision = filters.ChoiceFilter(choices=ReviewDecision.choices)
     clinical_label = filters.ChoiceFilter(choices=AiLabel.choices)
     reviewed_since = filters.IsoDateTimeFilter(field_name="reviewed_at", lookup_expr="gte")
