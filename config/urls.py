@@ -33,7 +33,7 @@ urlpatterns = [
     path("h/<slug:hospital_slug>/patients/", include("patients.urls")),
     path("h/<slug:hospital_slug>/", include("screening.urls")),
     path("h/<slug:hospital_slug>/webhooks/", include("webhooks.urls")),
-    path("fhir/<slug:hospital_slug>/", include("fhir.urls")),
+    path("fhir/<slug:hospital_slug>/", include("fhir_facade.urls")),
 ]
 
 handler404 = "hospitals.api.exceptions.handler404"

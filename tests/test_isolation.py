@@ -341,8 +341,8 @@ def test_every_route_with_an_id_or_slug_is_in_the_matrix(worlds):
     from .api.test_isolation_api import API_ROUTES, api_routes_below_a_hospital
 
     covered |= {route for route, name in api_routes_below_a_hospital().items() if name in API_ROUTES}
-    # So do the FHIR routes (tests/fhir/test_access.py).
-    from .fhir.test_access import FHIR_ROUTES, fhir_routes_below_a_hospital
+    # So do the FHIR routes (tests/fhir_facade/test_access.py).
+    from .fhir_facade.test_access import FHIR_ROUTES, fhir_routes_below_a_hospital
 
     covered |= {route for route, name in fhir_routes_below_a_hospital().items() if name in FHIR_ROUTES}
     routes = {route for route, _ in walk() if takes_parameter(route)}

@@ -63,7 +63,7 @@ INSTALLED_APPS = [
     "patients",
     "screening",
     "webhooks",
-    "fhir",
+    "fhir_facade",
 ]
 
 MIDDLEWARE = [

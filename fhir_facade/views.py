@@ -6,7 +6,7 @@ same OAuth2 credentials and scopes as the REST API (scope `read`; portal session
 role), another hospital's slug or id answered exactly like a missing one (404), no-store
 caching, and reads of patient data audited like the API's (`patients.selectors.
 patient_audit_read` for patients, `audit_read` for the rest). Only the wire format
-differs: FHIR JSON, OperationOutcome errors (fhir.errors)."""
+differs: FHIR JSON, OperationOutcome errors (fhir_facade.errors)."""
 
 import re
 
@@ -161,7 +161,7 @@ class PatientViewSet(FhirResourceViewSet):
 # --- Observation (AI results) -------------------------------------------------------------------------
 
 class ObservationViewSet(FhirResourceViewSet):
-    """AI results, tagged AI-asserted (see fhir.mapping.observation)."""
+    """AI results, tagged AI-asserted (see fhir_facade.mapping.observation)."""
 
     resource_type = "Observation"
     policy = "screening.view"

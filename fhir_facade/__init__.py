@@ -1,0 +1,1 @@
+"""FHIR R4 read/search facade of a hospital's records: `/fhir/<slug>/`."""
