@@ -55,3 +55,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
         "TEST_SQLITE_NAME", default=f"/tmp/hospital-test-db-{os.getpid()}.sqlite3")
     DATABASES["default"].setdefault("OPTIONS", {}).update(  # noqa: F405
         {"transaction_mode": "IMMEDIATE", "timeout": 30})
+
+# Tests never collect static files: no STATIC_ROOT for WhiteNoise to look for.
+STATIC_ROOT = None
