@@ -163,6 +163,9 @@ def test_detail_shows_timeline_and_audits_the_view(hospital_a, patient, make_mem
     assert "Fever &amp; cough &lt;b&gt;" in html  # escaped, never raw markup
     assert "doc@example.org" in html or clinician.get_full_name() in html
     assert "Registered" in html
+    title = html.split("<title>", 1)[1].split("</title>", 1)[0]
+    assert "Ada Lovelace" in title and "<" not in title
+    assert html.count('id="screenings"') == 1
     views = audit_events(hospital_a, action="view", object_type="patient")
     assert [e.object_id for e in views] == [str(patient.pk)]
 
