@@ -161,11 +161,21 @@ class HospitalAPIView(HospitalScopedAPIMixin, APIView):
 
 class HospitalGenericViewSet(HospitalScopedAPIMixin, viewsets.GenericViewSet):
     """A GenericViewSet below a hospital slug; mix in `AuditedListMixin`,
-    `AuditedRetrieveMixin` and write actions that call services. `get_queryset` must
-    filter by `self.request.hospital` (it runs inside the scope) and answer
-    `Model.objects.none()` when `swagger_fake_view` is set (schema generation)."""
+    `AuditedRetrieveMixin` and write actions that call services. Set
+    `queryset = Model.objects.none()`: `get_queryset` returns that model's rows of
+    `request.hospital` (nothing during schema generation); override `refine_queryset`
+    to add joins."""
 
     lookup_value_regex = r"[0-9]{1,18}"  # longer ids cannot exist; they answer 404, not an overflow
+
+    def get_queryset(self):
+        model = self.queryset.model
+        if getattr(self, "swagger_fake_view", False):
+            return model.objects.none()
+        return self.refine_queryset(model.objects.filter(hospital=self.request.hospital))
+
+    def refine_queryset(self, queryset):
+        return queryset
 
 
 class AuditedListMixin:

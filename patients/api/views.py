@@ -32,11 +32,6 @@ class PatientViewSet(AuditedListMixin, AuditedRetrieveMixin, HospitalGenericView
     action_policies = {"list": "patient.view", "retrieve": "patient.view", "history": "patient.view",
                        "create": "patient.create", "update": "patient.edit", "partial_update": "patient.edit"}
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return Patient.objects.none()
-        return Patient.objects.filter(hospital=self.request.hospital)
-
     def audit_objects(self, objects, action):
         if objects:
             selectors.patient_audit_read(request=self.request, patients=objects, action=action)
@@ -86,10 +81,8 @@ class StatusChangeViewSet(AuditedListMixin, AuditedRetrieveMixin, mixins.CreateM
     audit_object_type = "status_change"
     action_policies = {"list": "patient.view", "retrieve": "patient.view", "create": "patient.change_status"}
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return StatusChange.objects.none()
-        return StatusChange.objects.filter(hospital=self.request.hospital).select_related("changed_by")
+    def refine_queryset(self, queryset):
+        return queryset.select_related("changed_by")
 
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
@@ -117,10 +110,8 @@ class LabTestViewSet(AuditedListMixin, AuditedRetrieveMixin, mixins.CreateModelM
     audit_object_type = "labtest"
     action_policies = {"list": "patient.view", "retrieve": "patient.view", "create": "labtest.create"}
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return LabTest.objects.none()
-        return LabTest.objects.filter(hospital=self.request.hospital).select_related("recorded_by")
+    def refine_queryset(self, queryset):
+        return queryset.select_related("recorded_by")
 
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)

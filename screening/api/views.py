@@ -51,10 +51,8 @@ class ScreeningViewSet(AuditedListMixin, AuditedRetrieveMixin, HospitalGenericVi
     action_policies = {"list": "screening.view", "retrieve": "screening.view", "status": "screening.view",
                        "create": "scan.upload", "apply_suggestion": "patient.change_status"}
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return Screening.objects.none()
-        return (Screening.objects.filter(hospital=self.request.hospital).select_related("scan")
+    def refine_queryset(self, queryset):
+        return (queryset.select_related("scan")
                 .prefetch_related(Prefetch("results", queryset=AiResult.objects.order_by("-created_at")),
                                   Prefetch("reviews", queryset=Review.objects.order_by("-reviewed_at", "-id"))))
 
@@ -111,12 +109,6 @@ class AiResultViewSet(AuditedListMixin, AuditedRetrieveMixin, HospitalGenericVie
     audit_object_type = "airesult"
     action_policies = {"list": "screening.view", "retrieve": "screening.view"}
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return AiResult.objects.none()
-        return AiResult.objects.filter(hospital=self.request.hospital)
-
-
 @extend_schema_view(
     list=extend_schema(summary="List reviews"),
     retrieve=extend_schema(summary="Read a review"),
@@ -133,10 +125,8 @@ class ReviewViewSet(AuditedListMixin, AuditedRetrieveMixin, mixins.CreateModelMi
     audit_object_type = "review"
     action_policies = {"list": "screening.view", "retrieve": "screening.view", "create": "screening.review"}
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return Review.objects.none()
-        return Review.objects.filter(hospital=self.request.hospital).select_related("reviewer")
+    def refine_queryset(self, queryset):
+        return queryset.select_related("reviewer")
 
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
