@@ -32,7 +32,7 @@ TRANSIENT = (OperationalError, InterfaceError, ConnectionError, TimeoutError, OS
 def predictor():
     from ml.inference import get_predictor
 
-    return get_predictor(settings.SCREENING_MODEL_DIR or None)
+    return get_predictor()  # the shipped model, or CXR_MODEL_DIR
 
 
 @worker_process_init.connect

@@ -133,7 +133,7 @@ def worker(django_db_setup, django_db_blocker, screening_model_dir, tmp_path_fac
         db_url = database_url()
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "DATABASE_URL": db_url,
            "TEST_MEDIA_ROOT": str(media), "TEST_CELERY_BROKER_URL": broker.url, "TEST_CELERY_BROKER_DIR": broker.dir,
-           "SCREENING_MODEL_DIR": str(screening_model_dir), "SCREENING_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+           "CXR_MODEL_DIR": str(screening_model_dir), "SCREENING_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
            "SCREENING_TEST_DELAY_SECONDS": str(DELAY_SECONDS),
            "SCREENING_TEST_CRASH_SHA256": hashlib.sha256(poison_bytes()).hexdigest(),
            "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
