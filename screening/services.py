@@ -96,9 +96,8 @@ def screening_claim(*, screening_id: int, task_id: str) -> Screening | None:
         if screening is None:
             return None
         if screening.attempts >= settings.SCREENING_MAX_ATTEMPTS:
-            _finish(screening, ScreeningStatus.FAILED,
-                    f"Gave up after {screening.attempts} attempts; the last one did not finish.")
-            _emit_screening_event(screening)
+            screening_finish(screening=screening, status=ScreeningStatus.FAILED,
+                             reason=f"Gave up after {screening.attempts} attempts; the last one did not finish.")
             return None
         Screening.objects.filter(pk=screening.pk).update(
             status=ScreeningStatus.RUNNING, attempts=F("attempts") + 1, task_id=task_id, worker=WORKER,
@@ -128,12 +127,6 @@ def screening_finish(*, screening: Screening, status: str, reason: str = "") -> 
         audit_record(action="update", object_type="screening", object_id=screening.pk,
                      hospital=screening.hospital, detail={"status": status})
         _emit_screening_event(screening)
-
-
-def screening_release(*, screening: Screening, reason: str) -> None:
-    """Put a job back in the queue after a transient fault (the task retries it)."""
-    Screening.objects.filter(pk=screening.pk, status=ScreeningStatus.RUNNING).update(
-        status=ScreeningStatus.QUEUED, reason=reason[:500], enqueued_at=timezone.now())
 
 
 def screening_store_result(*, screening: Screening, prediction: dict, heatmap_png: bytes | None) -> AiResult:
