@@ -1,4 +1,5 @@
 import importlib
+import json
 import os
 
 import pytest
@@ -112,6 +113,25 @@ def browser():
             yield chromium
         finally:
             chromium.close()
+
+
+# --- figures --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def figure(capsys):
+    """figure(name, line): print a reliability figure (shown even when output is captured)
+    and append it to the JSON lines file named by TEST_FIGURES_FILE, when set."""
+
+    def report(name: str, line: str, **values):
+        with capsys.disabled():
+            print(f"\nFIGURE {name}: {line}")
+        target = os.environ.get("TEST_FIGURES_FILE")
+        if target:
+            with open(target, "a") as fh:
+                fh.write(json.dumps({"name": name, "line": line, **values}) + "\n")
+
+    return report
 
 
 __all__ = ["PASSWORD"]

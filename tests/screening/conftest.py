@@ -153,22 +153,3 @@ def screening_model_dir(tmp_path_factory) -> Path:
         cwd=REPO, check=True, capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     return out
-
-
-# --- figures --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def figure(capsys):
-    """figure(name, line): print a reliability figure (shown even when output is captured)
-    and append it to the JSON lines file named by TEST_FIGURES_FILE, when set."""
-
-    def report(name: str, line: str, **values):
-        with capsys.disabled():
-            print(f"\nFIGURE {name}: {line}")
-        target = os.environ.get("TEST_FIGURES_FILE")
-        if target:
-            with open(target, "a") as fh:
-                fh.write(json.dumps({"name": name, "line": line, **values}) + "\n")
-
-    return report
