@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import F, OuterRef, Prefetch, QuerySet, Subquery
 
 from hospitals.models import Hospital
 from patients.models import LabResult, LabTest, Patient, Status, TRANSITIONS
@@ -90,4 +90,19 @@ def screening_worklist(*, hospital: Hospital, status: str = "", unreviewed: bool
         .prefetch_related(Prefetch("results", queryset=AiResult.objects.order_by("-created_at")),
                           Prefetch("reviews", queryset=Review.objects.order_by("-reviewed_at", "-id")))
         .order_by("-created_at", "-id")
+    )
+
+
+def review_queue(*, hospital: Hospital) -> QuerySet[Screening]:
+    """The radiologists' reading queue: finished screenings (done) nobody has reviewed yet,
+    the highest COVID-19 probability first, then the longest waiting (oldest upload)."""
+    from .models import ScreeningStatus
+
+    latest = AiResult.objects.filter(screening=OuterRef("pk")).order_by("-created_at", "-id")
+    return (
+        Screening.objects.filter(hospital=hospital, status=ScreeningStatus.DONE, reviews__isnull=True)
+        .annotate(covid_probability=Subquery(latest.values("covid_probability")[:1]))
+        .select_related("patient", "scan")
+        .prefetch_related(Prefetch("results", queryset=AiResult.objects.order_by("-created_at", "-id")))
+        .order_by(F("covid_probability").desc(nulls_last=True), "created_at", "id")
     )
