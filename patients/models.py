@@ -69,9 +69,16 @@ class Patient(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["hospital", "mrn"], name="patient_mrn_per_hospital")]
+        # One index per filter and ordering of the API, the portal and the FHIR facade, each
+        # behind the hospital (every query is one hospital's). InnoDB appends the id, so an
+        # equality prefix also serves the API's default order (-id).
         indexes = [
             models.Index(fields=["hospital", "status"]),
             models.Index(fields=["hospital", "family_name", "given_name"]),
+            models.Index(fields=["hospital", "status", "family_name", "given_name"]),
+            models.Index(fields=["hospital", "updated_at"]),
+            models.Index(fields=["hospital", "created_at"]),
+            models.Index(fields=["hospital", "status_since"]),
         ]
         ordering = ["family_name", "given_name", "id"]
 
@@ -124,6 +131,12 @@ class StatusChange(HospitalChildModel):
 
     class Meta:
         ordering = ["-changed_at", "-id"]
+        indexes = [
+            models.Index(fields=["hospital", "changed_at"]),
+            models.Index(fields=["hospital", "to_status"]),
+            models.Index(fields=["hospital", "source"]),
+            models.Index(fields=["hospital", "effective_date"]),
+        ]
 
     def __str__(self):
         return f"{self.from_status or 'new'} -> {self.to_status}"
@@ -155,6 +168,12 @@ class LabTest(HospitalChildModel):
 
     class Meta:
         ordering = ["-sample_date", "-id"]
+        indexes = [
+            models.Index(fields=["hospital", "sample_date"]),
+            models.Index(fields=["hospital", "recorded_at"]),
+            models.Index(fields=["hospital", "test_type"]),
+            models.Index(fields=["hospital", "result"]),
+        ]
 
     def __str__(self):
         return f"{self.get_test_type_display()} {self.get_result_display()} ({self.sample_date})"

@@ -53,7 +53,11 @@ class Scan(HospitalChildModel):
 
     class Meta:
         ordering = ["-uploaded_at", "-id"]
-        indexes = [models.Index(fields=["patient", "sha256"])]
+        indexes = [
+            models.Index(fields=["patient", "sha256"]),
+            models.Index(fields=["hospital", "uploaded_at"]),
+            models.Index(fields=["hospital", "format"]),
+        ]
 
     def __str__(self):
         return f"Scan {self.pk} ({self.get_format_display()}, {self.width}x{self.height})"
@@ -95,7 +99,13 @@ class Screening(HospitalChildModel):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["status", "enqueued_at"]), models.Index(fields=["hospital", "-created_at"])]
+        indexes = [
+            models.Index(fields=["status", "enqueued_at"]),
+            models.Index(fields=["hospital", "-created_at"]),
+            models.Index(fields=["hospital", "status"]),
+            models.Index(fields=["hospital", "status", "created_at"]),
+            models.Index(fields=["hospital", "finished_at"]),
+        ]
 
     def __str__(self):
         return f"Screening {self.pk} ({self.status})"
@@ -139,6 +149,13 @@ class AiResult(HospitalChildModel):
         constraints = [models.UniqueConstraint(fields=["screening", "model_version"],
                                                name="airesult_one_per_screening_and_model")]
         ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["hospital", "created_at"]),
+            models.Index(fields=["hospital", "label"]),
+            models.Index(fields=["hospital", "covid_positive"]),
+            models.Index(fields=["hospital", "covid_probability"]),
+            models.Index(fields=["hospital", "model_sha256"]),
+        ]
 
     def save(self, *args, **kwargs):
         if not self._state.adding:
@@ -171,6 +188,11 @@ class Review(HospitalChildModel):
 
     class Meta:
         ordering = ["-reviewed_at", "-id"]
+        indexes = [
+            models.Index(fields=["hospital", "reviewed_at"]),
+            models.Index(fields=["hospital", "decision"]),
+            models.Index(fields=["hospital", "clinical_label"]),
+        ]
 
     def __str__(self):
         return f"{self.get_decision_display()}: {self.get_clinical_label_display()}"
