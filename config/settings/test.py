@@ -46,6 +46,11 @@ if CELERY_BROKER_URL == "filesystem://":
     _broker_dir = env.str("TEST_CELERY_BROKER_DIR")
     CELERY_BROKER_TRANSPORT_OPTIONS = {"data_folder_in": _broker_dir, "data_folder_out": _broker_dir,
                                        "control_folder": f"{_broker_dir}/control", "store_processed": False}
+# Fault-injection tests start workers with a short visibility timeout or short task time
+# limits (JSON: broker transport options; Celery task annotations).
+CELERY_BROKER_TRANSPORT_OPTIONS = {**globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),  # noqa: F405
+                                   **env.json("TEST_CELERY_TRANSPORT_OPTIONS", default={})}
+CELERY_TASK_ANNOTATIONS = env.json("TEST_CELERY_TASK_ANNOTATIONS", default={})
 
 # SQLite: a file, not memory, so a worker process can open the test database (it gets the
 # path as DATABASE_URL); IMMEDIATE transactions and a busy timeout so the test process and
