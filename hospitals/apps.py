@@ -6,4 +6,4 @@ class HospitalsConfig(AppConfig):
     verbose_name = "Hospitals and access"
 
     def ready(self):
-        from . import signals  # noqa: F401
+        from . import security, signals  # noqa: F401

@@ -1,10 +1,12 @@
 import importlib
 import json
 import os
+import time
 
 import pytest
 from django.db import connection
-from django.test import override_settings
+from allauth.account.authentication import AUTHENTICATION_METHODS_SESSION_KEY
+from django.test import Client, override_settings
 from django_scopes import scope, scopes_disabled
 from pytest_django import live_server_helper
 
@@ -16,6 +18,23 @@ from .factories import PASSWORD, HospitalFactory, MembershipFactory, UserFactory
 @pytest.fixture(autouse=True)
 def _media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture(autouse=True)
+def _force_login_passes_the_second_factor(monkeypatch):
+    """`Client.force_login` skips the sign-in flow, second factor included: its sessions
+    count as having passed it, so tests of admin pages need no TOTP step. Tests of the
+    MFA requirement sign in through allauth's pages (tests/security/test_mfa.py)."""
+    force_login = Client.force_login
+
+    def force_login_with_mfa(self, user, backend=None):
+        force_login(self, user, backend)
+        session = self.session
+        session[AUTHENTICATION_METHODS_SESSION_KEY] = [{"method": "mfa", "type": "totp", "at": time.time()}]
+        session["account_authentication_methods_user"] = str(user.pk)
+        session.save()
+
+    monkeypatch.setattr(Client, "force_login", force_login_with_mfa)
 
 
 @pytest.fixture

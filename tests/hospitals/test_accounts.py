@@ -106,8 +106,9 @@ def test_failures_below_the_limit_do_not_lock_the_account(db):
 
 
 # --- deactivation ends sessions -----------------------------------------------------------------------
-def test_deactivating_a_member_ends_their_sessions(hospital_a, django_capture_on_commit_callbacks):
+def test_deactivating_a_member_ends_their_sessions(hospital_a, make_member, django_capture_on_commit_callbacks):
     a = hospital_world(hospital_a, tag="ALPHA")
+    colleague = make_member(hospital_a, Role.VIEWER)
     dashboard = reverse("hospitals:dashboard", kwargs={"hospital_slug": "alpha"})
     browsers = [Client(), Client()]
     for browser in browsers:
@@ -115,7 +116,7 @@ def test_deactivating_a_member_ends_their_sessions(hospital_a, django_capture_on
         assert browser.get(dashboard).status_code == 200
     assert UserSession.objects.filter(user=a.clinician).count() == 2
     bystander = Client()
-    sign_in(bystander, a.admin.email, PASSWORD)
+    sign_in(bystander, colleague.email, PASSWORD)
 
     with scope(hospital=hospital_a), django_capture_on_commit_callbacks(execute=True):
         services.membership_deactivate(membership=a.clinician_membership, actor=a.admin)
