@@ -6,6 +6,7 @@ app_name = "screening"
 urlpatterns = [
     path("patients/<int:patient_pk>/scans/upload/", views.upload, name="upload"),
     path("screenings/", views.worklist, name="worklist"),
+    path("screenings/review/", views.review_queue, name="review_queue"),
     path("screenings/<int:pk>/", views.detail, name="detail"),
     path("screenings/<int:pk>/status.json", views.status, name="status"),
     path("screenings/<int:pk>/review/", views.review, name="review"),

@@ -474,3 +474,171 @@ def test_json_upload_of_a_dicom_named_png(login, clinician, patient, hospital_a)
                                      HTTP_ACCEPT="application/json")
     assert json.loads(response.content)["files"][0]["ok"] is True
     assert scans_of(hospital_a, patient)[0].format == "png"
+
+
+# --- Review worklist -----------------------------------------------------------------------------
+
+def queued_for_review(hospital, patient, actor, covid, *, minutes_ago, seed):
+    """A done, unreviewed screening uploaded `minutes_ago` minutes ago."""
+    from django.utils import timezone
+
+    screening, result = make_screening(hospital, patient, actor, status="done", covid=covid, seed=seed)
+    with scope(hospital=hospital):
+        Screening.objects.filter(pk=screening.pk).update(
+            created_at=timezone.now() - datetime.timedelta(minutes=minutes_ago))
+    return screening, result
+
+
+def review_queue(client, query="", **headers):
+    return client.get(url("review_queue") + query, **headers)
+
+
+HTMX_LIST = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "review-queue"}
+HTMX_PANE = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "reading-pane"}
+
+
+def test_review_queue_orders_by_covid_probability_then_longest_waiting(login, clinician, radiologist, patient,
+                                                                        hospital_a):
+    low, _ = queued_for_review(hospital_a, patient, clinician, 0.30, minutes_ago=90, seed=1)
+    high, _ = queued_for_review(hospital_a, patient, clinician, 0.90, minutes_ago=5, seed=2)
+    tie_newer, _ = queued_for_review(hospital_a, patient, clinician, 0.60, minutes_ago=10, seed=3)
+    tie_older, _ = queued_for_review(hospital_a, patient, clinician, 0.60, minutes_ago=40, seed=4)
+    reviewed, reviewed_result = queued_for_review(hospital_a, patient, clinician, 0.95, minutes_ago=60, seed=5)
+    make_screening(hospital_a, patient, clinician, status="queued", seed=6)
+    make_screening(hospital_a, patient, clinician, status="failed", seed=7, reason="Worker lost.")
+    from screening.services import review_create
+
+    with scope(hospital=hospital_a):
+        review_create(result=reviewed_result, decision="confirm", clinical_label="covid", radiological_signs=True,
+                      reason="Typical.", actor=radiologist)
+    response = review_queue(login(radiologist))
+    assert response.status_code == 200
+    assert [s.pk for s in response.context["items"]] == [high.pk, tie_older.pk, tie_newer.pk, low.pk]
+    assert response.context["selected"].pk == high.pk  # the first one is on show
+    body = response.content.decode()
+    assert body.index(f'data-screening="{high.pk}"') < body.index(f'data-screening="{low.pk}"')
+    with scopes_disabled():
+        event = AuditEvent.objects.filter(action="list", object_type="patient", actor=radiologist).latest("seq")
+    assert event.detail["patients"] == [patient.pk]
+
+
+def test_review_queue_page_shows_the_film_the_ai_output_and_the_shortcuts(login, clinician, radiologist, patient,
+                                                                          hospital_a):
+    first, _ = queued_for_review(hospital_a, patient, clinician, 0.81, minutes_ago=5, seed=1)
+    second, second_result = queued_for_review(hospital_a, patient, clinician, 0.40, minutes_ago=5, seed=2)
+    client = login(radiologist)
+    response = review_queue(client, f"?screening={second.pk}")
+    body = response.content.decode()
+    assert response.context["selected"].pk == second.pk
+    assert url("scan_preview", pk=second.scan_id) in body and url("heatmap", pk=second_result.pk) in body
+    assert url("scan_preview", pk=first.scan_id) not in body
+    assert DISCLAIMER in body and "AI suggestion" in body and "0.400" in body
+    for key in ('aria-keyshortcuts="c"', 'aria-keyshortcuts="o"', 'aria-keyshortcuts="z"', 'aria-keyshortcuts="h"',
+                'aria-keyshortcuts="Control+Enter"', "<kbd>j</kbd>", "<kbd>c</kbd>", "<kbd>o</kbd>"):
+        assert key in body, key
+    assert 'name="from" value="queue"' in body
+    assert "vendor/htmx/htmx.min.js" in body and "js/screening-worklist.js" in body and "<script>" not in body
+    # The AI's label is the form's starting point; a confirm keeps it.
+    assert response.context["review_form"].initial["clinical_label"] == second_result.label
+    with scopes_disabled():
+        assert AuditEvent.objects.filter(action="view", object_type="screening", object_id=str(second.pk),
+                                         actor=radiologist).exists()
+    # A screening that is not (or no longer) in the queue is not shown: the first one is.
+    for query in (f"?screening={MISSING_ID}", "?screening=abc"):
+        assert review_queue(client, query).context["selected"].pk == first.pk
+
+
+MISSING_ID = 987654321
+
+
+def test_review_queue_refresh_answers_204_until_the_queue_changes(login, clinician, radiologist, patient,
+                                                                   hospital_a):
+    first, _ = queued_for_review(hospital_a, patient, clinician, 0.70, minutes_ago=5, seed=1)
+    client = login(radiologist)
+    shown = review_queue(client).context["signature"]
+    with scopes_disabled():
+        audited = AuditEvent.objects.filter(actor=radiologist).count()
+    unchanged = review_queue(client, f"?shown={shown}", **HTMX_LIST)
+    assert unchanged.status_code == 204 and unchanged.content == b""
+    with scopes_disabled():
+        assert AuditEvent.objects.filter(actor=radiologist).count() == audited  # nothing shown, nothing read
+    newer, _ = queued_for_review(hospital_a, patient, clinician, 0.95, minutes_ago=1, seed=2)
+    changed = review_queue(client, f"?shown={shown}", **HTMX_LIST)
+    body = changed.content.decode()
+    assert changed.status_code == 200
+    assert body.lstrip().startswith('<section id="review-queue"') and "<html" not in body
+    assert body.index(f'data-screening="{newer.pk}"') < body.index(f'data-screening="{first.pk}"')
+    assert f'value="{newer.pk},{first.pk}"' in body  # the next refresh sends this
+    assert 'id="reading-pane"' not in body
+
+
+def test_review_queue_pane_alone_for_htmx(login, clinician, radiologist, patient, hospital_a):
+    queued_for_review(hospital_a, patient, clinician, 0.70, minutes_ago=5, seed=1)
+    other, _ = queued_for_review(hospital_a, patient, clinician, 0.20, minutes_ago=5, seed=2)
+    response = review_queue(login(radiologist), f"?screening={other.pk}", **HTMX_PANE)
+    body = response.content.decode()
+    assert body.lstrip().startswith('<section id="reading-pane"') and f'data-screening="{other.pk}"' in body
+    assert url("scan_preview", pk=other.scan_id) in body and 'id="review-queue"' not in body
+
+
+def test_review_queue_empty(login, radiologist):
+    body = review_queue(login(radiologist)).content.decode()
+    assert "Nothing is waiting for review" in body and "Nothing to review" in body
+
+
+def test_confirm_from_the_queue_goes_back_to_the_next_one(login, clinician, radiologist, patient, hospital_a):
+    first, first_result = queued_for_review(hospital_a, patient, clinician, 0.90, minutes_ago=5, seed=1)
+    second, _ = queued_for_review(hospital_a, patient, clinician, 0.50, minutes_ago=5, seed=2)
+    client = login(radiologist)
+    response = client.post(url("review", pk=first.pk), {
+        "from": "queue", "decision": "confirm", "clinical_label": first_result.label, "radiological_signs": "yes",
+        "reason": "Bilateral peripheral opacities."})
+    assert response.status_code == 302 and response["Location"] == url("review_queue")
+    page = client.get(response["Location"])
+    assert [s.pk for s in page.context["items"]] == [second.pk] and page.context["selected"].pk == second.pk
+    assert f"Your review of screening #{first.pk} was recorded." in page.content.decode()
+    with scope(hospital=hospital_a):
+        review = Review.objects.get(screening=first)
+    assert (review.decision, review.clinical_label, review.radiological_signs, review.reviewer) == (
+        "confirm", first_result.label, True, radiologist)
+
+
+def test_override_from_the_queue(login, clinician, radiologist, patient, hospital_a):
+    first, first_result = queued_for_review(hospital_a, patient, clinician, 0.90, minutes_ago=5, seed=1)
+    client = login(radiologist)
+    response = client.post(url("review", pk=first.pk), {
+        "from": "queue", "decision": "override", "clinical_label": "normal", "radiological_signs": "no",
+        "reason": "Projection artefact; clear lungs."})
+    assert response.status_code == 302
+    assert list(review_queue(client).context["items"]) == []
+    with scope(hospital=hospital_a):
+        assert Review.objects.get(screening=first).clinical_label == "normal"
+
+
+def test_a_bad_review_from_the_queue_keeps_the_input(login, clinician, radiologist, patient, hospital_a):
+    first, first_result = queued_for_review(hospital_a, patient, clinician, 0.90, minutes_ago=5, seed=1)
+    queued_for_review(hospital_a, patient, clinician, 0.95, minutes_ago=5, seed=2)
+    response = login(radiologist).post(url("review", pk=first.pk), {
+        "from": "queue", "decision": "confirm", "clinical_label": "normal", "radiological_signs": "no",
+        "reason": "Looks clear."})
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert response.context["selected"].pk == first.pk  # the same film, not the queue's first
+    assert "Confirming keeps the AI label; choose override to change it." in body
+    assert "Looks clear." in body
+    with scope(hospital=hospital_a):
+        assert not Review.objects.filter(screening=first).exists()
+
+
+def test_review_queue_viewer_sees_no_form_and_post_is_refused(login, viewer, clinician, patient, hospital_a):
+    queued_for_review(hospital_a, patient, clinician, 0.90, minutes_ago=5, seed=1)
+    client = login(viewer)
+    body = review_queue(client).content.decode()
+    assert "A radiologist or clinician reviews this result." in body and 'id="review-form"' not in body
+    assert client.post(url("review_queue")).status_code == 405
+
+
+def test_review_queue_of_another_hospital_is_404(client, make_member, hospital_b, clinician, patient, hospital_a):
+    queued_for_review(hospital_a, patient, clinician, 0.90, minutes_ago=5, seed=1)
+    client.force_login(make_member(hospital_b, Role.RADIOLOGIST))
+    assert client.get(url("review_queue")).status_code == 404
