@@ -6,7 +6,8 @@
 Steps: read the manifest; split patients (never files) into train and
 validation, stratified by label and source; decode every image once through
 :mod:`ml.preprocessing` (cached as a numpy array); train with X-ray-suitable
-augmentation, class weights and early stopping on the validation loss; fit a
+augmentation, batches drawn balanced over classes and sources, and early
+stopping on the validation loss; fit a
 temperature on validation; choose the COVID threshold that keeps validation
 COVID sensitivity >= the target; fit the out-of-distribution statistics of
 the embedding; write the model, the card and the OOD statistics.
@@ -34,7 +35,7 @@ from ml.data import load_arrays, manifest_sha256, patient_split, read_manifest, 
 from ml.metrics import choose_threshold, fit_temperature, softmax, summarize  # noqa: E402
 from ml.preprocessing import PREPROCESSING_VERSION  # noqa: E402
 
-MODEL_VERSION = "1.0.0"
+MODEL_VERSION = "2.0.0"
 DEFAULT_CACHE = Path(os.environ.get("CXR_CACHE_DIR", Path.cwd() / ".cache" / "ml"))
 
 
@@ -48,17 +49,23 @@ def log(msg: str) -> None:
 
 
 def make_augmenter(seed: int, strength: float = 1.0):
-    """Augmentations that keep an X-ray an X-ray.
+    """Augmentations that keep an X-ray an X-ray but blur the source's signature.
 
-    Small rotations, shifts and zooms mimic patient positioning; brightness,
-    contrast and gamma mimic exposure and detector response; blur and noise
-    mimic resolution and quantum noise.  No horizontal flips: the heart is on
-    the left, and laterality markers are part of the picture.
+    Rotations, shifts and zooms with a little aspect change mimic patient
+    positioning and other crops; random bars along the borders and a patch
+    over one corner mimic collimation and hide the burnt-in text, laterality
+    markers and frame edges that differ between hospitals; a round trip
+    through half the resolution, blur and noise mimic other detectors and
+    redistributed copies.  Preprocessing equalises the histogram, which makes
+    any monotone tone curve a no-op, so exposure changes (contrast,
+    brightness, gamma) stay mild.  No horizontal flips: the heart is on the
+    left.
     """
     import keras
     from keras import layers
 
     s = strength
+    ops = keras.ops
 
     class RandomGamma(layers.Layer):
         """x ** gamma with log(gamma) ~ U(-r, r), per image."""
@@ -71,13 +78,49 @@ def make_augmenter(seed: int, strength: float = 1.0):
         def call(self, x, training=None):
             if not training:
                 return x
-            n = keras.ops.shape(x)[0]
-            g = keras.ops.exp(keras.random.uniform((n, 1, 1, 1), -self.r, self.r, seed=self.seed_gen))
-            return keras.ops.power(keras.ops.clip(x, 1e-6, 1.0), g)
+            n = ops.shape(x)[0]
+            g = ops.exp(keras.random.uniform((n, 1, 1, 1), -self.r, self.r, seed=self.seed_gen))
+            return ops.power(ops.clip(x, 1e-6, 1.0), g)
+
+    class RandomBorderMask(layers.Layer):
+        """Per image: each border, with probability 1/2, covered by a bar up
+        to ``frac`` of the side, and with probability 1/2 one corner covered
+        by a patch of 5-22% of the side; both filled with one random grey."""
+
+        def __init__(self, frac, seed=None, **kw):
+            super().__init__(**kw)
+            self.frac = frac
+            self.seed_gen = keras.random.SeedGenerator(seed)
+
+        def call(self, x, training=None):
+            if not training or not self.frac:
+                return x
+            n, h, w = ops.shape(x)[0], x.shape[1], x.shape[2]
+            rows = ops.reshape((ops.arange(h, dtype="float32") + 0.5) / h, (1, h, 1, 1))
+            cols = ops.reshape((ops.arange(w, dtype="float32") + 0.5) / w, (1, 1, w, 1))
+
+            def rand(lo=0.0, hi=1.0):
+                return keras.random.uniform((n, 1, 1, 1), lo, hi, seed=self.seed_gen)
+
+            def bar(coord, far):
+                width = rand(0.0, self.frac) * ops.cast(rand() < 0.5, "float32")
+                edge = (1.0 - coord) if far else coord
+                return ops.cast(edge < width, "float32")
+
+            border = ops.maximum(ops.maximum(bar(rows, False), bar(rows, True)),
+                                 ops.maximum(bar(cols, False), bar(cols, True)))
+            bottom, right = ops.cast(rand() < 0.5, "float32"), ops.cast(rand() < 0.5, "float32")
+            r = bottom * (1.0 - rows) + (1.0 - bottom) * rows
+            c = right * (1.0 - cols) + (1.0 - right) * cols
+            corner = (ops.cast(r < rand(0.05, 0.22), "float32") * ops.cast(c < rand(0.05, 0.22), "float32")
+                      * ops.cast(rand() < 0.5, "float32"))
+            m = ops.maximum(border, corner)
+            return m * rand() + (1.0 - m) * x
 
     class RandomBlurNoise(layers.Layer):
-        """Per image: a 3x3 blur with probability 1/3, then Gaussian noise of a
-        random amplitude; the result is clipped to [0, 1]."""
+        """Per image: a round trip through half the resolution with
+        probability 1/4, a 3x3 blur with probability 1/3, then Gaussian noise
+        of a random amplitude; the result is clipped to [0, 1]."""
 
         def __init__(self, sigma, seed=None, **kw):
             super().__init__(**kw)
@@ -87,8 +130,11 @@ def make_augmenter(seed: int, strength: float = 1.0):
         def call(self, x, training=None):
             if not training:
                 return x
-            ops = keras.ops
-            n = ops.shape(x)[0]
+            n, h, w = ops.shape(x)[0], x.shape[1], x.shape[2]
+            small = ops.image.resize(x, (h // 2, w // 2), interpolation="bilinear", antialias=True)
+            coarse = ops.image.resize(small, (h, w), interpolation="bilinear")
+            use = ops.cast(keras.random.uniform((n, 1, 1, 1), seed=self.seed_gen) < 1 / 4, x.dtype)
+            x = use * coarse + (1 - use) * x
             k = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], np.float32) / 16.0
             blurred = ops.depthwise_conv(x, ops.convert_to_tensor(k[:, :, None, None]), padding="same")
             use = ops.cast(keras.random.uniform((n, 1, 1, 1), seed=self.seed_gen) < 1 / 3, x.dtype)
@@ -99,16 +145,18 @@ def make_augmenter(seed: int, strength: float = 1.0):
 
     class Clip01(layers.Layer):
         def call(self, x):
-            return keras.ops.clip(x, 0.0, 1.0)
+            return ops.clip(x, 0.0, 1.0)
 
     return keras.Sequential([
         layers.RandomRotation(0.03 * s, fill_mode="constant", seed=seed),  # ~ +/-11 degrees
         layers.RandomTranslation(0.06 * s, 0.06 * s, fill_mode="constant", seed=seed + 1),
-        layers.RandomZoom((-0.15 * s, 0.1 * s), fill_mode="constant", seed=seed + 2),
-        layers.RandomContrast(0.3 * s, value_range=(0, 1), seed=seed + 3),
-        layers.RandomBrightness(0.12 * s, value_range=(0, 1), seed=seed + 4),
+        layers.RandomZoom((-0.25 * s, 0.1 * s), (-0.25 * s, 0.1 * s), fill_mode="constant",
+                          seed=seed + 2),  # independent factors: aspect changes too
+        RandomBorderMask(0.12 * s, seed=seed + 7),
+        layers.RandomContrast(0.15 * s, value_range=(0, 1), seed=seed + 3),
+        layers.RandomBrightness(0.05 * s, value_range=(0, 1), seed=seed + 4),
         Clip01(),
-        RandomGamma(0.35 * s, seed=seed + 5),
+        RandomGamma(0.15 * s, seed=seed + 5),
         RandomBlurNoise(0.03 * s, seed=seed + 6),
     ], name="augment")
 
@@ -118,11 +166,73 @@ def make_augmenter(seed: int, strength: float = 1.0):
 # --------------------------------------------------------------------------
 
 
-def class_weights(y: np.ndarray) -> dict[int, float]:
-    """Inverse-frequency class weights normalised to a mean of 1."""
-    counts = np.bincount(y, minlength=len(CLASSES)).astype(np.float64)
-    w = np.where(counts > 0, counts.sum() / (len(CLASSES) * np.maximum(counts, 1)), 0.0)
-    return {i: float(v) for i, v in enumerate(w)}
+def balanced_weights(y: np.ndarray, sources: np.ndarray, power: float = 0.5) -> np.ndarray:
+    """Per-image sampling weights, balanced over classes and, within a class,
+    over sources.
+
+    Every class gets the same total weight.  Within a class, each source's
+    share is proportional to ``n ** power`` (0.5: the square root of its image
+    count) rather than to ``n``: a large single-hospital collection no longer
+    drowns the small multi-hospital ones, so "which source" stops being the
+    cheapest answer, while a handful of images is not repeated into
+    memorisation (``power=0`` would weight every source equally, ``1`` is
+    plain class weighting).  Normalised to a mean of 1.
+    """
+    y = np.asarray(y)
+    sources = np.asarray(sources)
+    w = np.zeros(len(y), dtype=np.float64)
+    classes = np.unique(y)
+    for c in classes:
+        in_c = y == c
+        srcs, counts = np.unique(sources[in_c], return_counts=True)
+        shares = counts.astype(np.float64) ** power
+        shares /= shares.sum()
+        for s, n, share in zip(srcs, counts, shares):
+            w[in_c & (sources == s)] = share / len(classes) / n
+    return w * (len(y) / w.sum()) if len(y) else w
+
+
+def balanced_batches(x: np.ndarray, y: np.ndarray, weights: np.ndarray, batch_size: int,
+                     steps: int, seed: int):
+    """Training batches drawn with replacement with probabilities
+    proportional to ``weights`` (see :func:`balanced_weights`), ``steps``
+    batches per epoch, redrawn each epoch from a seeded generator.  Drawing
+    rather than weighting the loss spends the compute on the images that
+    count: a large source's images are seen less often instead of being seen
+    every epoch at a small weight."""
+    import keras
+
+    p = np.asarray(weights, dtype=np.float64) / np.sum(weights)
+
+    class _Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.on_epoch_end()
+
+        def __len__(self):
+            return steps
+
+        def on_epoch_end(self):
+            self.order = self.rng.choice(len(y), size=steps * batch_size, p=p)
+
+        def __getitem__(self, i):
+            idx = np.sort(self.order[i * batch_size:(i + 1) * batch_size])
+            return x[idx].astype(np.float32), y[idx]
+
+    return _Batches()
+
+
+def weight_table(y: np.ndarray, sources: np.ndarray, w: np.ndarray) -> dict:
+    """Share of the total weight per class and per (class, source)."""
+    total = w.sum()
+    out = {}
+    for k, c in enumerate(CLASSES):
+        in_c = y == k
+        out[c] = {"share": round(float(w[in_c].sum() / total), 4),
+                  "sources": {str(s): round(float(w[in_c & (sources == s)].sum() / total), 4)
+                              for s in sorted(set(sources[in_c].tolist()))}}
+    return out
 
 
 class EpochLogger:
@@ -201,18 +311,21 @@ def train(args: argparse.Namespace) -> Path:
         f"devices={'GPU x%d' % len(gpus) if gpus else 'CPU'}")
 
     records = read_manifest(args.manifest, limit=args.limit, seed=args.seed)
-    holdout = []
+    tr_idx, va_idx = patient_split(records, args.val_fraction, seed=args.seed)
+    ho_idx = []
     if args.holdout_sources:
         # Whole sources kept out of training *and* validation: an estimate of
-        # how the model does on a hospital it has never seen.
+        # how the model does on a hospital it has never seen.  They are
+        # removed after the split, so the other sources' validation patients
+        # are the same as without a hold-out.
         held = set(args.holdout_sources)
-        holdout = [r for r in records if r.source in held]
-        records = [r for r in records if r.source not in held]
-        log(f"holding out {len(holdout)} images from {', '.join(sorted(held))}")
-    tr_idx, va_idx = patient_split(records, args.val_fraction, seed=args.seed)
+        ho_idx = [i for i, r in enumerate(records) if r.source in held]
+        tr_idx = [i for i in tr_idx if records[i].source not in held]
+        va_idx = [i for i in va_idx if records[i].source not in held]
+        log(f"holding out {len(ho_idx)} images from {', '.join(sorted(held))}")
     if not va_idx or not tr_idx:
         raise SystemExit("manifest too small for a patient-disjoint split")
-    log(f"{len(records)} images: {len(tr_idx)} train / {len(va_idx)} validation "
+    log(f"{len(tr_idx) + len(va_idx)} images: {len(tr_idx)} train / {len(va_idx)} validation "
         f"({len({records[i].patient_id for i in va_idx})} validation patients)")
 
     size = args.image_size
@@ -220,7 +333,7 @@ def train(args: argparse.Namespace) -> Path:
     y_all = np.array([r.y for r in records])
     src_all = np.array([r.source for r in records])
     age_all = np.array([r.age_group or "unknown" for r in records])
-    x_tr, y_tr = x_all[tr_idx].astype(np.float32), y_all[tr_idx]
+    x_tr, y_tr = x_all[tr_idx], y_all[tr_idx]
     x_va, y_va = x_all[va_idx].astype(np.float32), y_all[va_idx]
     log(f"decoded in {time.time() - t_start:.0f}s; train counts "
         + ", ".join(f"{c}={int((y_tr == i).sum())}" for i, c in enumerate(CLASSES)))
@@ -230,7 +343,14 @@ def train(args: argparse.Namespace) -> Path:
     log(f"{args.arch}: {model.count_params():,} parameters, {flops / 1e6:.1f} MFLOPs/image")
     trainer = keras.Sequential([keras.Input((size, size, 1)),
                                 make_augmenter(args.seed, args.augment), model], name="trainer")
-    steps = int(np.ceil(len(x_tr) / args.batch_size))
+    w_tr = balanced_weights(y_tr, src_all[tr_idx], args.source_balance)
+    w_va = balanced_weights(y_va, src_all[va_idx], args.source_balance)
+    weights = weight_table(y_tr, src_all[tr_idx], w_tr)
+    log("sampling shares " + "; ".join(
+        f"{c} {v['share']:.2f} (" + ", ".join(f"{s} {x:.2f}" for s, x in v["sources"].items()) + ")"
+        for c, v in weights.items()))
+    steps = int(np.ceil((args.epoch_images or len(x_tr)) / args.batch_size))
+    batches = balanced_batches(x_tr, y_tr, w_tr, args.batch_size, steps, args.seed)
     schedule = keras.optimizers.schedules.CosineDecay(
         args.lr * 0.1, decay_steps=max(1, args.epochs * steps - steps), alpha=0.02,
         warmup_target=args.lr, warmup_steps=steps)
@@ -239,17 +359,13 @@ def train(args: argparse.Namespace) -> Path:
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")],
     )
-    y_va_1 = y_va
-    cw = class_weights(y_tr)
-    log("class weights " + ", ".join(f"{CLASSES[k]}={v:.2f}" for k, v in cw.items()))
     callbacks = [EpochLogger(args.epochs),
                  keras.callbacks.EarlyStopping(monitor="val_loss", patience=args.patience,
                                                restore_best_weights=True, verbose=0)]
     if args.time_budget:
         callbacks.append(_TimeBudget(t_start, args.time_budget * 60))
-    hist = trainer.fit(x_tr, y_tr, validation_data=(x_va, y_va_1), epochs=args.epochs,
-                       batch_size=args.batch_size, class_weight=cw, shuffle=True,
-                       callbacks=callbacks, verbose=0)
+    hist = trainer.fit(batches, validation_data=(x_va.astype(np.float32), y_va, w_va),
+                       validation_batch_size=128, epochs=args.epochs, callbacks=callbacks, verbose=0)
     epochs_run = len(hist.history.get("loss", []))
     best_epoch = int(np.argmin(hist.history["val_loss"])) + 1 if hist.history.get("val_loss") else epochs_run
     log(f"training stopped after {epochs_run} epochs (best epoch {best_epoch})")
@@ -279,15 +395,13 @@ def train(args: argparse.Namespace) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     write_manifest([records[i] for i in va_idx], out / "val_manifest.csv")
     holdout_metrics = None
-    if holdout:
+    if ho_idx:
+        holdout = [records[i] for i in ho_idx]
         write_manifest(holdout, out / "holdout_manifest.csv")
-        x_ho = load_arrays(holdout, size, cache_dir=args.cache_dir, progress=False).astype(np.float32)
-        y_ho = np.array([r.y for r in holdout])
-        p_ho = softmax(np.log(np.clip(predict_numpy(model, x_ho), 1e-12, 1.0)) / temperature)
-        holdout_metrics = summarize(y_ho, p_ho, threshold,
-                                    {"by_source": np.array([r.source for r in holdout])})
+        p_ho = softmax(np.log(np.clip(predict_numpy(model, x_all[ho_idx]), 1e-12, 1.0)) / temperature)
+        holdout_metrics = summarize(y_all[ho_idx], p_ho, threshold, {"by_source": src_all[ho_idx]})
         log("held-out sources: covid sensitivity "
-            f"{holdout_metrics['per_class']['covid']['sensitivity']}, n={len(holdout)}")
+            f"{holdout_metrics['per_class']['covid']['sensitivity']}, n={len(ho_idx)}")
     model_path = out / cardlib.MODEL_FILE
     final.save(model_path)
     np.savez(out / cardlib.OOD_FILE, **ood)
@@ -313,11 +427,13 @@ def train(args: argparse.Namespace) -> Path:
         "training_manifest": Path(args.manifest).name,
         "training_manifest_sha256": manifest_sha256(args.manifest),
         "split": {"method": "patient-disjoint, stratified by label and source",
+                  "holdout_sources_removed_after_split": bool(ho_idx),
                   "seed": args.seed, "val_fraction": args.val_fraction,
                   "n_train": len(tr_idx), "n_val": len(va_idx), "limit": args.limit},
         "training": {"epochs_max": args.epochs, "epochs_run": epochs_run, "best_epoch": best_epoch,
                      "batch_size": args.batch_size, "lr": args.lr, "augment": args.augment,
-                     "class_weights": {CLASSES[k]: v for k, v in cw.items()},
+                     "source_balance": args.source_balance, "epoch_images": steps * args.batch_size,
+                     "sampling_shares": weights,
                      "seconds": round(elapsed, 1), "history": {k: [round(float(v), 5) for v in vs]
                                                                for k, vs in hist.history.items()}},
         "validation": val_metrics,
@@ -372,6 +488,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--augment", type=float, default=1.0, help="augmentation strength (0 = off)")
     p.add_argument("--patience", type=int, default=5, help="early-stopping patience (epochs)")
     p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--source-balance", type=float, default=0.5,
+                   help="within a class, each source is drawn ~ n**this (1 = class balance only)")
+    p.add_argument("--epoch-images", type=int, default=4096,
+                   help="images drawn per epoch (0 = as many as training images)")
     p.add_argument("--target-sensitivity", type=float, default=0.97,
                    help="COVID sensitivity the threshold must keep on validation (>= 0.95)")
     p.add_argument("--holdout-sources", nargs="*", default=[],

@@ -63,7 +63,7 @@ def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_model")
     train.main(["--manifest", str(tiny_dataset), "--out", str(out), "--epochs", "2",
                 "--image-size", "32", "--batch-size", "12", "--seed", "7",
-                "--cache-dir", "none", "--val-fraction", "0.2", "--target-sensitivity", "0.95"])
+                "--cache-dir", "none", "--epoch-images", "0", "--val-fraction", "0.2", "--target-sensitivity", "0.95"])
     return out
 
 
