@@ -12,7 +12,9 @@ Output keys: ``n``, ``accuracy`` (of the label the product shows),
 ``macro_auc``, ``covid_auc`` (covid vs rest), ``ece`` (top-label expected
 calibration error, 15 bins), ``per_class`` (sensitivity, specificity, auc, n
 per label, at the shipped threshold), ``by_source`` and ``by_age_group``
-(the same figures per group).  A figure the manifest cannot support is null.
+(the same figures per group), ``operating_points`` (COVID sensitivity and
+specificity at a range of thresholds and at the shipped one).  A figure the
+manifest cannot support is null.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.card import CLASSES
+from ml.card import CLASSES, COVID
 from ml.data import read_manifest
-from ml.metrics import summarize
+from ml.metrics import OPERATING_THRESHOLDS, operating_points, summarize
 from ml.preprocessing import ImageError, load_image, prepare
 from ml.quality import check_image
 
@@ -66,10 +68,13 @@ def evaluate(manifest, model_dir=None, batch_size: int = 64, progress: bool = Fa
             print(f"  {i + 1}/{len(records)}", file=sys.stderr, flush=True)
     flush()
     p = np.concatenate(probs) if probs else np.zeros((0, len(CLASSES)))
-    report = summarize(np.array(ys, dtype=int), p, predictor.threshold,
+    y = np.array(ys, dtype=int)
+    report = summarize(y, p, predictor.threshold,
                        {"by_source": np.array(sources), "by_age_group": np.array(ages)})
     report = {
         **report,
+        "operating_points": operating_points(y, p[:, COVID],
+                                             (*OPERATING_THRESHOLDS, predictor.threshold)),
         "model": {"name": predictor.name, "version": predictor.version,
                   "sha256": predictor.sha256, "dir": str(predictor.model_dir)},
         "manifest": str(manifest),
@@ -108,6 +113,12 @@ def format_table(report: dict) -> str:
         for g, rep in report.get(key, {}).items():
             lines.append("")
             block(f"{key[3:]}={g}", rep)
+    lines.append("")
+    lines.append("COVID vs rest:  threshold   sensitivity  specificity")
+    for op in report.get("operating_points", []):
+        mark = "  (shipped)" if op["threshold"] == report["threshold"] else ""
+        lines.append(f"{'':16s}{op['threshold']:9.4f}   {_f(op['sensitivity'])}       "
+                     f"{_f(op['specificity'])}{mark}")
     if report.get("unreadable"):
         lines.append(f"\n{len(report['unreadable'])} unreadable image(s) skipped")
     lines.append(f"quality gate would refuse {report.get('gate_refused', 0)} image(s) (counted above)")

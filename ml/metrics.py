@@ -110,6 +110,25 @@ def summarize(y, probs, threshold: float, groups: dict[str, np.ndarray] | None =
     return report
 
 
+#: COVID thresholds at which evaluation reports the sensitivity/specificity trade-off.
+OPERATING_THRESHOLDS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7)
+
+
+def operating_points(y, p_covid, thresholds) -> list[dict]:
+    """COVID-vs-rest sensitivity and specificity at each threshold (a figure
+    without positives or negatives is None): the table a site uses to re-set
+    the threshold on its own data."""
+    is_covid = np.asarray(y) == COVID
+    p_covid = np.asarray(p_covid, dtype=np.float64)
+    out = []
+    for t in sorted(set(float(t) for t in thresholds)):
+        flag = p_covid >= t
+        out.append({"threshold": t,
+                    "sensitivity": _ratio(int((flag & is_covid).sum()), int(is_covid.sum())),
+                    "specificity": _ratio(int((~flag & ~is_covid).sum()), int((~is_covid).sum()))})
+    return out
+
+
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """Temperature T minimising the validation negative log-likelihood of
     softmax(logits / T): a log-spaced grid search refined around the best."""

@@ -36,7 +36,15 @@ import csv
 import numpy as np
 import pytest
 
-from ml.metrics import choose_threshold, expected_calibration_error, fit_temperature, roc_auc, softmax, summarize
+from ml.metrics import (
+    choose_threshold,
+    expected_calibration_error,
+    fit_temperature,
+    operating_points,
+    roc_auc,
+    softmax,
+    summarize,
+)
 
 Y = np.array([0, 0, 1, 1, 2, 2])
 P = np.array([
@@ -140,3 +148,15 @@ def test_threshold_and_temperature():
     temp = fit_temperature(logits * 4, y)
     assert 3.0 < temp < 5.0
     assert softmax(logits).sum(axis=1) == pytest.approx(np.ones(2000))
+
+
+def test_operating_points_by_hand():
+    # covid = class 0: two covid (0.9, 0.4), three others (0.6, 0.2, 0.1)
+    y = np.array([0, 0, 1, 2, 2])
+    p = np.array([0.9, 0.4, 0.6, 0.2, 0.1])
+    ops = operating_points(y, p, (0.5, 0.3, 0.05, 0.3))
+    assert [o["threshold"] for o in ops] == [0.05, 0.3, 0.5]
+    assert ops[0] == {"threshold": 0.05, "sensitivity": 1.0, "specificity": 0.0}
+    assert ops[1]["sensitivity"] == 1.0 and np.isclose(ops[1]["specificity"], 2 / 3)
+    assert ops[2]["sensitivity"] == 0.5 and np.isclose(ops[2]["specificity"], 2 / 3)
+    assert operating_points(np.array([2]), np.array([0.9]), (0.5,))[0]["sensitivity"] is None
