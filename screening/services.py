@@ -6,6 +6,7 @@ once the transaction commits, puts its id on the `inference` queue. The worker's
 database is the source of truth: `screening_sweep` re-enqueues what the broker lost."""
 
 import datetime
+import hashlib
 import logging
 import socket
 
@@ -81,6 +82,23 @@ def scan_upload(*, patient: Patient, data: bytes, filename: str, actor: User, re
                 default_storage.delete(stored.name)
         raise
     return screening
+
+
+def scan_file_intact(*, scan: Scan) -> bool:
+    """Whether the stored original still has the checksum taken at upload. Checked before
+    the file is downloaded (and by the worker before inference); a mismatch is logged as an
+    error: the file was damaged or altered on disk and must be restored from backup."""
+    digest = hashlib.sha256()
+    try:
+        with scan.file.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except FileNotFoundError:
+        return False
+    if digest.hexdigest() != scan.sha256:
+        log.error("scan %s: stored file %s does not match its sha256; not served", scan.pk, scan.file.name)
+        return False
+    return True
 
 
 def screening_claim(*, screening_id: int, task_id: str) -> Screening | None:
