@@ -10,7 +10,7 @@ or download of one is audited."""
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpResponseNotAllowed, HttpResponseServerError, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseNotAllowed, HttpResponseServerError, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -28,6 +28,8 @@ from .forms import UNREVIEWED, ApplyStatusForm, ReviewForm, ScanUploadForm, Work
 from .models import AiLabel, AiResult, Scan, ScanFormat, Screening, ScreeningStatus
 
 WORKLIST_PAGE_SIZE = 25
+REVIEW_QUEUE_PAGE_SIZE = 25
+FROM_QUEUE = "queue"  # a review posted from the review worklist goes back there
 
 # What each state means, in words for the person waiting at the screen.
 STATUS_HELP = {
@@ -258,6 +260,7 @@ def review(request, hospital_slug, pk):
     detail_url = _url("screening:detail", request, pk=screening.pk)
     if request.method != "POST":
         return redirect(detail_url)
+    from_queue = request.POST.get("from") == FROM_QUEUE
     result = selectors.screening_result(screening=screening)
     if result is None:
         messages.error(request, "There is no AI result to review yet.")
@@ -269,8 +272,11 @@ def review(request, hospital_slug, pk):
         except ValidationError as exc:
             add_service_errors(form, exc)
         else:
-            messages.success(request, "Your review was recorded.")
-            return redirect(detail_url)
+            messages.success(request, f"Your review of screening #{screening.pk} was recorded."
+                             if from_queue else "Your review was recorded.")
+            return redirect(_url("screening:review_queue", request) if from_queue else detail_url)
+    if from_queue:
+        return _render_queue(request, selected_pk=screening.pk, review_form=form)
     return _render_detail(request, screening, review_form=form)
 
 
@@ -318,6 +324,60 @@ def worklist(request, hospital_slug):
     return render(request, "screening/worklist.html", {
         "form": form, "page": page, "querystring": params.urlencode(), "filtered": bool(show),
     })
+
+
+# --- Review worklist ----------------------------------------------------------------------------
+
+def _queue_signature(screenings) -> str:
+    return ",".join(str(s.pk) for s in screenings)
+
+
+def _render_queue(request, *, selected_pk: int | None = None, review_form=None):
+    """The review worklist: the reading queue beside the selected screening (its film,
+    the AI output and the review form). With htmx, the page asks for one part of itself:
+    `HX-Target: review-queue` (the periodic refresh of the list; 204 when it shows the
+    same screenings as the page already does, so nothing is re-read or audited) or
+    `HX-Target: reading-pane` (another screening picked with the keyboard or a click)."""
+    page = Paginator(selectors.review_queue(hospital=request.hospital),
+                     REVIEW_QUEUE_PAGE_SIZE).get_page(request.GET.get("page"))
+    items = list(page.object_list)
+    signature = _queue_signature(items)
+    target = request.headers.get("HX-Target", "") if request.headers.get("HX-Request") == "true" else ""
+    if target == "review-queue" and request.GET.get("shown") == signature:
+        return HttpResponse(status=204)
+    selected = next((s for s in items if s.pk == selected_pk), items[0] if items else None)
+    context = {"page": page, "items": items, "signature": signature, "selected": selected,
+               "querystring": "", "disclaimer": DISCLAIMER, "from_queue": FROM_QUEUE}
+    if target != "reading-pane" and items:
+        patient_selectors.patient_audit_read(request=request, patients=list({s.patient_id: s.patient
+                                                                             for s in items}.values()),
+                                             action="list")
+    if target != "review-queue" and selected is not None:
+        result = selected.results.all()[0]
+        context.update(scan=selected.scan, result=result, screening=selected, patient=selected.patient,
+                       probabilities=_probability_rows(result),
+                       decision_display=DECISIONS.get(result.decision, result.decision.replace("_", " ")),
+                       review_form=review_form or ReviewForm(initial={"clinical_label": result.label}))
+        audit_record(action="view", object_type="screening", object_id=selected.pk, hospital=request.hospital,
+                     request=request, detail={"patient": selected.patient_id, "via": "review worklist"})
+    template = {"review-queue": "screening/_queue_list.html",
+                "reading-pane": "screening/_reading_pane.html"}.get(target, "screening/review_queue.html")
+    response = render(request, template, context)
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@require_action("screening.view")
+def review_queue(request, hospital_slug):
+    """Screenings waiting for review, the highest COVID-19 probability first, then the
+    longest waiting; `?screening=<id>` picks the one shown beside the list."""
+    if refused := _read_only(request):
+        return refused
+    try:
+        selected_pk = int(request.GET.get("screening", ""))
+    except ValueError:
+        selected_pk = None
+    return _render_queue(request, selected_pk=selected_pk)
 
 
 # --- Private files ------------------------------------------------------------------------------
