@@ -18,9 +18,9 @@ from django.views.decorators.http import require_http_methods
 from django_scopes import scope
 
 from patients import selectors as patient_selectors
-from patients.models import Status
 
 from . import selectors, services
+from .dashboard import dashboard as dashboard_figures
 from .audit import audit_record
 from .decorators import require_action
 from .forms import AuditFilterForm, MemberInviteForm, MemberRoleForm, add_service_errors
@@ -40,8 +40,7 @@ def home(request):
 
 @require_action("patient.view")
 def dashboard(request, hospital_slug):
-    """Counts per status and the latest status changes of this hospital."""
-    counts = patient_selectors.status_counts(hospital=request.hospital)
+    """Patients per status and their trend, screenings, reviews and the latest status changes."""
     recent = list(patient_selectors.status_change_recent(hospital=request.hospital, limit=RECENT_CHANGES))
     if recent:
         # The recent changes name patients, so this page is a read of patient data.
@@ -49,8 +48,7 @@ def dashboard(request, hospital_slug):
             request=request, patients=list({c.patient_id: c.patient for c in recent}.values()), action="list"
         )
     return render(request, "hospitals/dashboard.html", {
-        "status_counts": [(Status(value), n) for value, n in counts.items()],
-        "total_patients": sum(counts.values()),
+        **dashboard_figures(hospital=request.hospital),
         "recent_changes": recent,
     })
 

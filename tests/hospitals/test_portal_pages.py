@@ -74,7 +74,7 @@ def test_dashboard_counts_and_recent_changes(hospital_a, hospital_b, make_member
         services.patient_change_status(patient=patient, to_status=Status.NEGATIVE,
                                        effective_date=datetime.date.today(), reason="PCR negative", actor=clinician)
     response = login(clinician).get(hurl("dashboard", hospital_a))
-    counts = dict((status.value, n) for status, n in response.context["status_counts"])
+    counts = {figure.status.value: figure.count for figure in response.context["status_figures"]}
     assert counts["carrier"] == 3 and counts["negative"] == 1 and counts["suspected"] == 0
     assert response.context["total_patients"] == 4
     html = response.content.decode()

@@ -1,0 +1,204 @@
+"""The dashboard's figures for one hospital. Run inside the hospital's scope.
+
+Each figure is one grouped query (days come from the stored dates, never from a query per
+day or per patient), so the page costs the same number of queries whatever the data.
+
+Counts per day are rebuilt from the status history: today's count of a status is the
+number of patients in it now, and each earlier day's count undoes the changes that took
+effect after that day (`StatusChange.effective_date`; the service refuses dates in the
+future and dates before the current status began, so the history is ordered)."""
+
+import datetime
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+
+from django.db.models import Count, Min, OuterRef, Subquery
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+
+from hospitals.models import Hospital
+from patients.models import Patient, Status, StatusChange
+from screening.models import AiLabel, AiResult, Review, Screening, ScreeningStatus
+
+DAYS = 30  # the charts and the review figures cover the last 30 days, today included
+WINDOWS = (7, 30)  # status count changes over these many days
+TREND_STATUSES = (Status.INFECTED, Status.CARRIER)
+
+
+@dataclass(frozen=True)
+class StatusFigure:
+    status: Status
+    count: int
+    changes: dict[int, int]  # window in days -> count now minus count at the end of that day
+
+
+@dataclass(frozen=True)
+class Turnaround:
+    label: str
+    count: int
+    median_s: float | None
+    p90_s: float | None
+
+    @property
+    def median(self) -> str:
+        return format_duration(self.median_s)
+
+    @property
+    def p90(self) -> str:
+        return format_duration(self.p90_s)
+
+
+def _days(today: datetime.date) -> list[datetime.date]:
+    return [today - datetime.timedelta(days=n) for n in range(DAYS - 1, -1, -1)]
+
+
+def _start_of(day: datetime.date) -> datetime.datetime:
+    return timezone.make_aware(datetime.datetime.combine(day, datetime.time.min))
+
+
+def status_figures(*, hospital: Hospital, today: datetime.date) -> tuple[list[StatusFigure], dict]:
+    """Patients per status now with their change over each window, and the daily count of
+    infected and carrier patients over the last `DAYS` days (chart data). Three queries."""
+    now = dict(Patient.objects.filter(hospital=hospital).values_list("status").annotate(n=Count("id")))
+    since = today - datetime.timedelta(days=max(WINDOWS[-1], DAYS))
+    changes = StatusChange.objects.filter(hospital=hospital, effective_date__gt=since)
+    # net[day][status]: patients who entered the status on that day minus those who left it.
+    net: dict[datetime.date, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for day, status, n in changes.values_list("effective_date", "to_status").annotate(n=Count("id")):
+        net[day][status] += n
+    for day, status, n in (changes.exclude(from_status="").values_list("effective_date", "from_status")
+                           .annotate(n=Count("id"))):
+        net[day][status] -= n
+
+    def count_at_end_of(day: datetime.date, status: str) -> int:
+        return now.get(status, 0) - sum(by_status[status] for d, by_status in net.items() if d > day)
+
+    figures = [
+        StatusFigure(status=Status(status), count=now.get(status, 0),
+                     changes={w: now.get(status, 0) - count_at_end_of(today - datetime.timedelta(days=w), status)
+                              for w in WINDOWS})
+        for status in Status.values
+    ]
+    days = _days(today)
+    trend = {
+        "days": [d.isoformat() for d in days],
+        "series": [{"key": s.value, "label": s.label, "counts": [count_at_end_of(d, s) for d in days]}
+                   for s in TREND_STATUSES],
+    }
+    return figures, trend
+
+
+def screenings_per_day(*, hospital: Hospital, today: datetime.date) -> dict:
+    """Screenings with an AI result per day (the day of the result) and AI label over the
+    last `DAYS` days (chart data). One query."""
+    days = _days(today)
+    rows = (AiResult.objects.filter(hospital=hospital, created_at__gte=_start_of(days[0]))
+            .annotate(day=TruncDate("created_at")).values_list("day", "label")
+            .annotate(n=Count("screening", distinct=True)))
+    counts = {(day, label): n for day, label, n in rows}
+    return {
+        "days": [d.isoformat() for d in days],
+        "series": [{"key": label.value, "label": label.label, "counts": [counts.get((d, label.value), 0) for d in days]}
+                   for label in AiLabel],
+    }
+
+
+def pending_reviews(*, hospital: Hospital) -> dict:
+    """Screenings with an AI result that nobody has reviewed yet: how many, and when the
+    oldest of them was uploaded. One query."""
+    return (Screening.objects.filter(hospital=hospital, status=ScreeningStatus.DONE, reviews__isnull=True)
+            .aggregate(count=Count("id"), oldest=Min("created_at")))
+
+
+def agreement(*, hospital: Hospital, today: datetime.date) -> dict:
+    """AI label against the clinician's label over the screenings reviewed in the last
+    `DAYS` days (the latest review of each): a confusion table and the agreement rate.
+    One query."""
+    latest = Review.objects.filter(screening=OuterRef("screening")).order_by("-reviewed_at", "-id").values("id")[:1]
+    rows = (Review.objects.filter(hospital=hospital, reviewed_at__gte=_start_of(_days(today)[0]))
+            .filter(id=Subquery(latest)).values_list("result__label", "clinical_label").annotate(n=Count("id")))
+    cells = {(ai, clinical): n for ai, clinical, n in rows}
+    labels = list(AiLabel)
+    total = sum(cells.values())
+    agreed = sum(cells.get((label.value, label.value), 0) for label in labels)
+    return {
+        "labels": labels,
+        "rows": [(ai, [cells.get((ai.value, clinical.value), 0) for clinical in labels],
+                  sum(cells.get((ai.value, clinical.value), 0) for clinical in labels)) for ai in labels],
+        "column_totals": [sum(cells.get((ai.value, clinical.value), 0) for ai in labels) for clinical in labels],
+        "total": total,
+        "agreed": agreed,
+        "rate": agreed / total if total else None,
+    }
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of a sorted, non-empty list."""
+    return sorted_values[max(math.ceil(fraction * len(sorted_values)) - 1, 0)]
+
+
+def _turnaround(label: str, pairs) -> Turnaround:
+    seconds = sorted((end - start).total_seconds() for start, end in pairs if start and end)
+    if not seconds:
+        return Turnaround(label=label, count=0, median_s=None, p90_s=None)
+    return Turnaround(label=label, count=len(seconds), median_s=statistics.median(seconds),
+                      p90_s=_percentile(seconds, 0.9))
+
+
+def turnarounds(*, hospital: Hospital, today: datetime.date) -> list[Turnaround]:
+    """Time from upload to the first AI result and from upload to the first review of the
+    screenings uploaded in the last `DAYS` days: median and 90th percentile. One query."""
+    rows = list(Screening.objects.filter(hospital=hospital, created_at__gte=_start_of(_days(today)[0]))
+                .annotate(result_at=Min("results__created_at"), review_at=Min("reviews__reviewed_at"))
+                .values_list("created_at", "result_at", "review_at"))
+    return [_turnaround(_("Upload to AI result"), [(uploaded, result) for uploaded, result, _r in rows]),
+            _turnaround(_("Upload to review"), [(uploaded, review) for uploaded, _r, review in rows])]
+
+
+def format_duration(seconds: float | None) -> str:
+    """A short human duration: 42 s, 3 min, 2 h 05 min, 3 d 4 h; an em dash for none."""
+    if seconds is None:
+        return "—"
+    seconds = round(seconds)
+    if seconds < 60:
+        return _("%(n)d s") % {"n": seconds}
+    minutes = seconds // 60
+    if minutes < 60:
+        return _("%(n)d min") % {"n": minutes}
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return _("%(h)d h %(m)02d min") % {"h": hours, "m": minutes}
+    days, hours = divmod(hours, 24)
+    return ngettext("%(d)d day %(h)d h", "%(d)d days %(h)d h", days) % {"d": days, "h": hours}
+
+
+def table_rows(chart: dict) -> list[tuple[datetime.date, list[int]]]:
+    """A chart's data as table rows, newest day first: (day, [count per series])."""
+    rows = [(datetime.date.fromisoformat(day), [series["counts"][i] for series in chart["series"]])
+            for i, day in enumerate(chart["days"])]
+    return rows[::-1]
+
+
+def dashboard(*, hospital: Hospital) -> dict:
+    """Everything the dashboard shows except the recent changes list."""
+    today = timezone.localdate()
+    figures, trend = status_figures(hospital=hospital, today=today)
+    screenings = screenings_per_day(hospital=hospital, today=today)
+    return {
+        "today": today,
+        "days": DAYS,
+        "windows": WINDOWS,
+        "status_figures": figures,
+        "total_patients": sum(f.count for f in figures),
+        "trend": trend,
+        "trend_rows": table_rows(trend),
+        "screenings": screenings,
+        "screenings_rows": table_rows(screenings),
+        "pending": pending_reviews(hospital=hospital),
+        "agreement": agreement(hospital=hospital, today=today),
+        "turnarounds": turnarounds(hospital=hospital, today=today),
+    }

@@ -1,0 +1,214 @@
+"""The dashboard's figures: status counts and their change, the daily trend rebuilt from the
+status history, screenings per day by AI label, pending reviews, AI/clinician agreement and
+turnaround, each checked against data built with the services; the page's query count
+does not grow with the data; another hospital's data never counts."""
+
+import datetime
+import json
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+from django_scopes import scope, scopes_disabled
+
+from hospitals.dashboard import DAYS, format_duration
+from hospitals.models import Role
+from patients import services as patient_services
+from patients.models import Status
+from screening.models import AiResult, Review, Screening
+from screening.services import review_create
+from tests.factories import PatientFactory, airesult_for, hospital_world, screening_for
+
+TODAY = timezone.localdate
+
+
+def days_ago(n):
+    return TODAY() - datetime.timedelta(days=n)
+
+
+def dashboard_url(hospital):
+    return reverse("hospitals:dashboard", kwargs={"hospital_slug": hospital.slug})
+
+
+def change(patient, to_status, days, actor):
+    patient_services.patient_change_status(patient=patient, to_status=to_status, effective_date=days_ago(days),
+                                           reason="r", actor=actor)
+
+
+def build_history(world):
+    """P1 infected 10 days ago then carrier 3 days ago; P2 infected 20 days ago; P3 infected
+    5 days ago then recovered yesterday; the world's patient registered and carrier today."""
+    hospital, clinician = world.hospital, world.clinician
+    with scope(hospital=hospital):
+        p1, p2, p3 = (PatientFactory(hospital=hospital, status_since=days_ago(40)) for _ in range(3))
+        change(p1, Status.INFECTED, 10, clinician)
+        change(p1, Status.CARRIER, 3, clinician)
+        change(p2, Status.INFECTED, 20, clinician)
+        change(p3, Status.INFECTED, 5, clinician)
+        change(p3, Status.RECOVERED, 1, clinician)
+    return p1, p2, p3
+
+
+def set_times(model, pk, **fields):
+    with scopes_disabled():
+        model.objects.filter(pk=pk).update(**fields)
+
+
+def build_screenings(world, patients):
+    """S1 (COVID-19, uploaded 2 h ago, result after 30 min, reviewed 1 h ago, then overridden
+    to other pneumonia 10 min ago), S2 (pneumonia, uploaded 2 days ago, result after 1 h, not
+    reviewed), S3 (queued), S4 (COVID-19 today, confirmed)."""
+    now = timezone.now()
+    p1, p2, p3 = patients
+    actor = world.clinician
+    with scope(hospital=world.hospital):
+        s1 = screening_for(p1, actor=actor, seed=1)
+        r1 = airesult_for(s1, covid=0.9)
+        s2 = screening_for(p2, actor=actor, seed=2)
+        r2 = airesult_for(s2, covid=0.1)
+        s3 = screening_for(p3, actor=actor, seed=3)
+        s4 = screening_for(p3, actor=actor, seed=4)
+        r4 = airesult_for(s4, covid=0.7)
+        first = review_create(result=r1, decision="confirm", clinical_label="covid", radiological_signs=True,
+                              reason="typical", actor=actor)
+        second = review_create(result=r1, decision="override", clinical_label="pneumonia",
+                               radiological_signs=False, reason="second look", actor=actor)
+        r4_review = review_create(result=r4, decision="confirm", clinical_label="covid", radiological_signs=True,
+                                  reason="typical", actor=actor)
+    two_days_ago = now - datetime.timedelta(days=2)
+    set_times(Screening, s1.pk, created_at=now - datetime.timedelta(hours=2))
+    set_times(AiResult, r1.pk, created_at=now - datetime.timedelta(minutes=90))
+    set_times(Review, first.pk, reviewed_at=now - datetime.timedelta(hours=1))
+    set_times(Review, second.pk, reviewed_at=now - datetime.timedelta(minutes=10))
+    set_times(Screening, s2.pk, created_at=two_days_ago - datetime.timedelta(hours=1))
+    set_times(AiResult, r2.pk, created_at=two_days_ago)
+    set_times(Screening, s4.pk, created_at=now - datetime.timedelta(minutes=20))
+    set_times(AiResult, r4.pk, created_at=now - datetime.timedelta(minutes=19))
+    set_times(Review, r4_review.pk, reviewed_at=now - datetime.timedelta(minutes=5))
+    return s1, s2, s3, s4
+
+
+@pytest.fixture
+def world_a(hospital_a):
+    world = hospital_world(hospital_a, tag="A")
+    world.others = build_history(world)
+    world.screenings = build_screenings(world, world.others)
+    return world
+
+
+@pytest.fixture
+def world_b(hospital_b):
+    """Another hospital with its own history and screenings: none of it may count for A."""
+    world = hospital_world(hospital_b, tag="B")
+    build_screenings(world, build_history(world))
+    return world
+
+
+def get_dashboard(world, user=None, *, login):
+    response = login(user or world.clinician).get(dashboard_url(world.hospital))
+    assert response.status_code == 200
+    return response
+
+
+def test_status_counts_and_changes(world_a, world_b, login):
+    context = get_dashboard(world_a, login=login).context
+    figures = {f.status.value: (f.count, f.changes[7], f.changes[30]) for f in context["status_figures"]}
+    assert figures == {
+        "suspected": (0, -1, -3),
+        "infected": (1, -1, 1),
+        "carrier": (2, 2, 2),
+        "negative": (0, 0, 0),
+        "recovered": (1, 1, 1),
+        "deceased": (0, 0, 0),
+    }
+    assert context["total_patients"] == 4
+
+
+def test_daily_trend_is_rebuilt_from_the_history(world_a, world_b, login):
+    trend = get_dashboard(world_a, login=login).context["trend"]
+    assert len(trend["days"]) == DAYS and trend["days"][-1] == TODAY().isoformat()
+    series = {s["key"]: s["counts"] for s in trend["series"]}
+    # index DAYS-1-k is k days ago
+    expected_infected = [0 if k > 20 else 1 if k > 10 else 2 if k > 5 else 3 if k > 3 else 2 if k > 1 else 1
+                         for k in range(DAYS - 1, -1, -1)]
+    expected_carrier = [2 if k == 0 else 1 if k <= 3 else 0 for k in range(DAYS - 1, -1, -1)]
+    assert series == {"infected": expected_infected, "carrier": expected_carrier}
+
+
+def test_screenings_per_day_by_ai_label(world_a, world_b, login):
+    data = get_dashboard(world_a, login=login).context["screenings"]
+    series = {s["key"]: s["counts"] for s in data["series"]}
+    assert set(series) == {"covid", "pneumonia", "normal"}
+    assert series["covid"][-1] == 2 and sum(series["covid"]) == 2
+    assert series["pneumonia"][-3] == 1 and sum(series["pneumonia"]) == 1
+    assert sum(series["normal"]) == 0
+
+
+def test_pending_reviews_agreement_and_turnaround(world_a, world_b, login):
+    context = get_dashboard(world_a, login=login).context
+    s2 = world_a.screenings[1]
+    assert context["pending"] == {"count": 1, "oldest": _created_at(s2)}
+    agreement = context["agreement"]
+    # S1's latest review says pneumonia (its earlier confirmation does not count); S4 was confirmed.
+    assert (agreement["total"], agreement["agreed"], agreement["rate"]) == (2, 1, 0.5)
+    cells = {(ai.value, clinical.value): n for ai, row, _ in agreement["rows"]
+             for clinical, n in zip(agreement["labels"], row) if n}
+    assert cells == {("covid", "pneumonia"): 1, ("covid", "covid"): 1}
+    assert agreement["column_totals"] == [1, 1, 0]
+    to_result, to_review = context["turnarounds"]
+    # Upload to result: S1 30 min, S2 1 h, S4 1 min; S3 has no result yet.
+    assert (to_result.count, to_result.median_s, to_result.p90_s) == (3, 1800, 3600)
+    # Upload to first review: S1 1 h, S4 15 min.
+    assert (to_review.count, to_review.median_s, to_review.p90_s) == (2, (3600 + 900) / 2, 3600)
+
+
+def _created_at(screening):
+    with scopes_disabled():
+        return Screening.objects.get(pk=screening.pk).created_at
+
+
+def test_page_shows_figures_with_table_fallbacks_and_no_inline_script(world_a, login):
+    html = get_dashboard(world_a, login=login).content.decode()
+    assert '<li class="stat stat-carrier" data-status="carrier">' in html
+    assert "+2 in 7 days" in html and "-3 in 30 days" in html
+    # Charts: data in JSON script elements (not executed), drawn by a static script, with tables.
+    trend = json.loads(html.split('<script id="trend-data" type="application/json">', 1)[1].split("</script>", 1)[0])
+    assert trend["series"][1]["counts"][-1] == 2
+    assert 'id="trend-table"' in html and 'id="screenings-table"' in html and "<details" in html
+    assert 'role="img"' in html and "js/dashboard.js" in html and "vendor/chartjs/chart.umd.min.js" in html
+    bodies = [part.split(">", 1)[1].split("</script>", 1)[0] for part in html.split("<script")[1:]]
+    executable = [b for part, b in zip(html.split("<script")[1:], bodies) if 'type="application/json"' not in part]
+    assert executable and all(b.strip() == "" for b in executable)
+    assert 'id="agreement-rate">50&nbsp;%' in html
+    assert "Screening aid, not a diagnosis." in html
+    assert "A-MRN-7731" in html  # the recent changes name the patient
+
+
+def test_new_hospital_has_empty_states(hospital_a, make_member, login):
+    html = login(make_member(hospital_a, Role.VIEWER)).get(dashboard_url(hospital_a)).content.decode()
+    assert "Nothing is waiting" in html
+    assert "No screening was reviewed in the last 30 days." in html
+    assert "No status changes yet." in html
+
+
+def test_query_count_does_not_grow_with_the_data(world_a, login, django_assert_max_num_queries):
+    """The figures are grouped queries: more patients, changes, days and screenings cost no
+    extra query."""
+    client = login(world_a.clinician)
+    client.get(dashboard_url(world_a.hospital))  # the first request also records the user's session
+    with django_assert_max_num_queries(25) as small:
+        assert client.get(dashboard_url(world_a.hospital)).status_code == 200
+    build_screenings(world_a, build_history(world_a))
+    with scope(hospital=world_a.hospital):
+        for n in range(6):
+            patient = PatientFactory(hospital=world_a.hospital, status_since=days_ago(29))
+            change(patient, Status.INFECTED, 25 - n, world_a.clinician)
+            change(patient, Status.CARRIER, 12 - n, world_a.clinician)
+    with django_assert_max_num_queries(len(small.captured_queries)):
+        assert client.get(dashboard_url(world_a.hospital)).status_code == 200
+
+
+@pytest.mark.parametrize("seconds,text", [(None, "—"), (42, "42 s"), (185, "3 min"), (7500, "2 h 05 min"),
+                                          (90000, "1 day 1 h"), (3 * 86400, "3 days 0 h")])
+def test_format_duration(seconds, text):
+    assert format_duration(seconds) == text
