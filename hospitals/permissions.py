@@ -18,6 +18,7 @@ POLICY: dict[str, frozenset[str]] = {
     "screening.review": frozenset({Role.RADIOLOGIST, Role.CLINICIAN}),
     "members.manage": frozenset({Role.HOSPITAL_ADMIN}),
     "audit.view": frozenset({Role.HOSPITAL_ADMIN}),
+    "data.export": frozenset({Role.HOSPITAL_ADMIN}),
     "webhooks.manage": frozenset({Role.HOSPITAL_ADMIN}),
 }
 
