@@ -8,7 +8,11 @@ coarse: it shows which lung zone drove the answer, not a lesion outline.  It
 is an aid to spot shortcut learning (text markers, borders, devices), not a
 localisation tool.
 
-Needs the TensorFlow backend (gradients via ``tf.GradientTape``).
+:func:`explain` takes the map from the predictor's forward pass when the
+model's head allows the closed form (global average pooling then a dense
+layer: see :func:`ml.inference.serving_model`), on either serving backend;
+:func:`gradcam` computes it with gradients (TensorFlow backend, any head)
+and is the reference the closed form is tested against.
 """
 
 from __future__ import annotations
@@ -90,5 +94,5 @@ def explain(predictor, item, class_name: str | None = None) -> tuple[np.ndarray,
             class_name = "covid"
         else:
             class_name = max((c for c in CLASSES if c != "covid"), key=lambda c: p[CLASSES.index(c)])
-    heat = gradcam(predictor.model, x, CLASSES.index(class_name))
+    heat = predictor.heatmap(x, class_name)
     return heat, overlay_png(decoded.pixels, heat)
