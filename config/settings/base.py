@@ -137,6 +137,7 @@ ACCOUNT_RATE_LIMITS = {
 USERSESSIONS_TRACK_ACTIVITY = True
 # Hospital admins and platform staff need a second factor (hospitals.security.MfaRequiredMiddleware).
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_FORMS = {"activate_totp": "hospitals.security.ActivateTotpForm"}
 MFA_TOTP_ISSUER = env.str("MFA_TOTP_ISSUER", default="Hospital records")
 
 # --- Sessions and cookies -------------------------------------------------------------------
@@ -224,6 +225,10 @@ SCREENING_STALE_QUEUED_SECONDS = env.int("SCREENING_STALE_QUEUED_SECONDS", defau
 SCREENING_STALE_RUNNING_SECONDS = env.int("SCREENING_STALE_RUNNING_SECONDS", default=300)
 SCREENING_SWEEP_INTERVAL_SECONDS = env.int("SCREENING_SWEEP_INTERVAL_SECONDS", default=60)
 SCREENING_PRELOAD_MODEL = env.bool("SCREENING_PRELOAD_MODEL", default=True)
+# Micro-batching: a worker screens up to this many queued first attempts in one predict call,
+# waiting at most this long for the batch to fill.
+SCREENING_BATCH_MAX = env.int("SCREENING_BATCH_MAX", default=8)
+SCREENING_BATCH_WAIT_MS = env.int("SCREENING_BATCH_WAIT_MS", default=20)
 CELERY_BEAT_SCHEDULE = {
     "screening-sweep": {"task": "screening.sweep", "schedule": SCREENING_SWEEP_INTERVAL_SECONDS},
 }
