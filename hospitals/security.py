@@ -21,9 +21,12 @@ from allauth.account.authentication import get_authentication_records
 from allauth.account.internal.flows.login import record_authentication
 from allauth.mfa.models import Authenticator
 from allauth.mfa.signals import authenticator_added
+from allauth.mfa.totp.forms import ActivateTOTPForm
+from allauth.mfa.totp.internal.auth import TOTP
 from django.conf import settings
 from django.contrib.auth import logout
 from django.contrib.auth.signals import user_logged_in
+from django.core.exceptions import ValidationError
 from django.dispatch import receiver
 from django.http import HttpResponseRedirect
 from django.urls import reverse
@@ -87,6 +90,17 @@ def record_enrolment_as_second_factor(sender, request, user, authenticator, **kw
     """Activating TOTP means entering a valid code: the session has passed the second factor."""
     if request is not None and authenticator.type == Authenticator.Type.TOTP:
         record_authentication(request, user, "mfa", id=authenticator.pk, type=authenticator.type)
+
+
+class ActivateTotpForm(ActivateTOTPForm):
+    """allauth checks the enrolment code without marking it used; marked here, so the code
+    typed to enrol cannot sign in again within its window (codes work once, ASVS 2.8.4)."""
+
+    def clean_code(self):
+        code = super().clean_code()
+        if not TOTP(Authenticator(user_id=self.user.pk))._mark_code_used(code):
+            raise ValidationError("This code was used already; wait for the next one.")
+        return code
 
 
 class MfaRequiredMiddleware:

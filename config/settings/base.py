@@ -137,6 +137,7 @@ ACCOUNT_RATE_LIMITS = {
 USERSESSIONS_TRACK_ACTIVITY = True
 # Hospital admins and platform staff need a second factor (hospitals.security.MfaRequiredMiddleware).
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_FORMS = {"activate_totp": "hospitals.security.ActivateTotpForm"}
 MFA_TOTP_ISSUER = env.str("MFA_TOTP_ISSUER", default="Hospital records")
 
 # --- Sessions and cookies -------------------------------------------------------------------

@@ -1,0 +1,31 @@
+import itertools
+import time
+
+import pytest
+from allauth.mfa.totp.internal.auth import format_hotp_value, hotp_value
+from django.test import Client
+from django.urls import reverse
+
+from ..factories import PASSWORD
+
+_addresses = itertools.count(1)
+
+
+def fresh_client() -> Client:
+    """A browser from an address of its own: allauth's per-IP rate limits live in the shared
+    cache, so every test signs in from a different address."""
+    n = next(_addresses)
+    return Client(REMOTE_ADDR=f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}")
+
+
+def sign_in(client, email, password=PASSWORD):
+    return client.post(reverse("account_login"), {"login": email, "password": password})
+
+
+def totp_code(secret: str, at: float | None = None) -> str:
+    return format_hotp_value(hotp_value(secret, int(at if at is not None else time.time()) // 30))
+
+
+@pytest.fixture
+def client_from_new_address():
+    return fresh_client
