@@ -112,14 +112,17 @@ def film() -> bytes:
 
 @pytest.fixture(scope="session")
 def screening_model_dir(tmp_path_factory) -> Path:
-    """The shipped model when ml/artifacts has one; otherwise a tiny model trained for a
-    few seconds (in a subprocess, so this process never imports TensorFlow). Its training
-    set is crops of the fixture film, so the film is in distribution and passes the
-    model's out-of-distribution gate; the labels mean nothing (pipeline tests only)."""
+    """The shipped model when ml/artifacts has one made for this code's preprocessing;
+    otherwise a tiny model trained for a few seconds (in a subprocess, so this process
+    never imports TensorFlow). Its training set is crops of the fixture film, so the film
+    is in distribution and passes the model's out-of-distribution gate; the labels mean
+    nothing (pipeline tests only)."""
     from ml.card import default_model_dir
+    from ml.preprocessing import PREPROCESSING_VERSION
 
     shipped = default_model_dir()
-    if (shipped / "card.json").exists():
+    card = shipped / "card.json"
+    if card.exists() and json.loads(card.read_text()).get("preprocessing_version") == PREPROCESSING_VERSION:
         return shipped
     root = tmp_path_factory.mktemp("tiny_cxr")
     (root / "images").mkdir()
