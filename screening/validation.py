@@ -5,6 +5,7 @@ the worker). Only PNG, JPEG and DICOM are accepted, whatever the file is called.
 
 import hashlib
 import io
+import logging
 import re
 import struct
 import zlib
@@ -19,6 +20,7 @@ from ml.preprocessing import DecodedImage, ImageError, load_image_bytes
 
 from .models import ScanFormat
 
+log = logging.getLogger(__name__)
 FORMATS = {"PNG": ScanFormat.PNG, "JPEG": ScanFormat.JPEG, "DICOM": ScanFormat.DICOM}
 PREVIEW_MAX_SIDE = 1024
 
@@ -72,6 +74,9 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+_PNG_CRITICAL = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
+
+
 def _png_regions(data: bytes) -> tuple[list[bytes], bytes]:
     """(metadata chunks, bytes after IEND). Raises ValueError for a chunk list that is cut
     short or a chunk whose CRC is wrong (Pillow checks neither for every chunk)."""
@@ -85,6 +90,10 @@ def _png_regions(data: bytes) -> tuple[list[bytes], bytes]:
             raise ValueError("the image file is truncated")
         if zlib.crc32(data[pos + 4:end - 4]) != struct.unpack(">I", data[end - 4:end])[0]:
             raise ValueError(f"the image file is corrupt (bad checksum in its {ctype.decode('latin-1')!r} chunk)")
+        if ctype == b"acTL":
+            raise ValueError("refused, the file is an animated PNG; upload a single image")
+        if ctype[0] < 0x61 and ctype not in _PNG_CRITICAL:  # an uppercase first letter: critical
+            raise ValueError(f"the image file is corrupt (unknown critical chunk {ctype.decode('latin-1')!r})")
         if ctype != b"IDAT":
             metadata.append(data[pos + 8:end - 4])
         pos = end
@@ -172,12 +181,19 @@ def validate_scan(*, data: bytes, filename: str) -> ValidatedScan:
             raise ValidationError(f"{name}: the {sniffed} file is corrupt (its header cannot be read).",
                                   code="corrupt") from exc
         raise ValidationError(f"{name}: {exc}", code=exc.code) from exc
+    except Exception as exc:  # noqa: BLE001 - a parser failing its own way on a malformed file
+        log.warning("%s: %s decoder raised %r", name, sniffed, exc)
+        raise ValidationError(f"{name}: the {sniffed} file is corrupt and cannot be read.", code="corrupt") from exc
     fmt = FORMATS.get(decoded.format)
     if fmt is None or decoded.format != sniffed:
         raise ValidationError(f"{name}: unsupported file type ({decoded.format}); upload PNG, JPEG or DICOM.",
                               code="unsupported")
     width, height = decoded.original_size
-    extra = _dicom_fields(data) if fmt == ScanFormat.DICOM else {}
+    try:
+        extra = _dicom_fields(data) if fmt == ScanFormat.DICOM else {}
+    except Exception as exc:  # noqa: BLE001 - the header cannot be read again: malformed
+        log.warning("%s: DICOM header raised %r", name, exc)
+        raise ValidationError(f"{name}: the DICOM header is corrupt and cannot be read.", code="corrupt") from exc
     return ValidatedScan(
         data=data, sha256=hashlib.sha256(data).hexdigest(), format=fmt, width=width, height=height,
         bit_depth=decoded.bit_depth, preview_png=preview_png(decoded), **extra,
