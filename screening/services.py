@@ -125,6 +125,44 @@ def screening_claim(*, screening_id: int, task_id: str) -> Screening | None:
     return screening
 
 
+def screening_claim_batch(*, task_id: str, exclude: int, limit: int) -> list[Screening]:
+    """Micro-batching: take up to `limit` more queued screenings of any hospital, oldest
+    first, for the delivery `task_id` (which holds screening `exclude`), in one conditional
+    UPDATE: a row that another worker took meanwhile is neither updated nor returned. Their
+    own messages later find them claimed and do nothing. Only first attempts are taken: a
+    screening tried before runs alone, so a file that kills the worker takes down no other
+    screening after its first try. Runs unscoped; the caller opens each one's hospital."""
+    if limit <= 0:
+        return []
+    with scopes_disabled():
+        ids = list(Screening.objects.filter(status=ScreeningStatus.QUEUED, attempts=0).exclude(pk=exclude)
+                   .order_by("enqueued_at", "id").values_list("pk", flat=True)[:limit])
+        if not ids:
+            return []
+        Screening.objects.filter(pk__in=ids, status=ScreeningStatus.QUEUED, attempts=0).update(
+            status=ScreeningStatus.RUNNING, attempts=F("attempts") + 1, task_id=task_id, worker=WORKER,
+            started_at=timezone.now())
+        return list(Screening.objects.filter(pk__in=ids, status=ScreeningStatus.RUNNING, task_id=task_id)
+                    .select_related("scan", "hospital").order_by("id"))
+
+
+def screening_release(*, task_id: str, keep: int) -> int:
+    """Queue again, and publish again, the screenings that the delivery `task_id` claimed in
+    a batch and did not finish (all but its own, `keep`): after a transient fault or an
+    out-of-memory error, or when the delivery comes back because its worker died. Having
+    been tried, each is then screened alone. Runs unscoped."""
+    now = timezone.now()
+    count = 0
+    with scopes_disabled(), transaction.atomic():
+        for screening in Screening.objects.filter(status=ScreeningStatus.RUNNING, task_id=task_id).exclude(pk=keep):
+            moved = Screening.objects.filter(pk=screening.pk, status=ScreeningStatus.RUNNING, task_id=task_id).update(
+                status=ScreeningStatus.QUEUED, task_id="", enqueued_at=now)
+            if moved:
+                transaction.on_commit(lambda s=screening: _enqueue(s))
+                count += 1
+    return count
+
+
 def _finish(screening: Screening, status: str, reason: str = "") -> None:
     Screening.objects.filter(pk=screening.pk).update(status=status, reason=reason, finished_at=timezone.now())
     screening.status, screening.reason = status, reason

@@ -2,7 +2,12 @@
 
 The model is loaded once per worker process, in the child (`worker_process_init`, or on
 the first task with the solo pool), never in the parent before fork: this module does
-not import Keras at import time."""
+not import Keras at import time.
+
+Micro-batching: each screening is one message. The task that runs claims its own
+screening, then up to SCREENING_BATCH_MAX - 1 other queued first attempts (any
+hospital), predicts them in one call and stores each result in its own hospital's scope;
+the others' messages then find them claimed and do nothing."""
 
 import hashlib
 import logging
@@ -16,6 +21,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+from django_scopes import scope
 
 from hospitals.tenancy import HospitalTask
 
@@ -44,7 +50,7 @@ def load_model_in_child(**kwargs):
             log.exception("could not load the screening model in the worker process")
 
 
-def fault_injection(screening) -> None:
+def fault_injection(batch) -> None:
     """Test hooks, inert unless their environment variable is set (never in production):
     SCREENING_TEST_DELAY_SECONDS sleeps before inference so a test can kill the worker
     mid-job; SCREENING_TEST_CRASH_SHA256 makes the process SIGKILL itself on the scan with
@@ -53,8 +59,22 @@ def fault_injection(screening) -> None:
     if delay:
         time.sleep(float(delay))
     crash = os.environ.get("SCREENING_TEST_CRASH_SHA256")
-    if crash and crash == screening.scan.sha256:
+    if crash and any(crash == screening.scan.sha256 for screening in batch):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+_injected_ooms = 0
+
+
+def oom_injection() -> None:
+    """Test hook, inert unless set: SCREENING_TEST_OOM_TIMES=N makes the first N predict
+    calls of this worker process fail as the device running out of memory would."""
+    global _injected_ooms
+    if _injected_ooms < int(os.environ.get("SCREENING_TEST_OOM_TIMES") or 0):
+        from ml.inference import ResourceExhaustedError
+
+        _injected_ooms += 1
+        raise ResourceExhaustedError(f"injected out-of-memory error {_injected_ooms} (SCREENING_TEST_OOM_TIMES)")
 
 
 def backoff(retries: int) -> float:
@@ -62,59 +82,128 @@ def backoff(retries: int) -> float:
     return random.uniform(0, min(300.0, 2.0 * 2**retries))
 
 
+def predict(model, images: list) -> list:
+    """`model.predict_batch` over the images; out of device memory, the batch is halved
+    and tried again. Out of memory on a single image, the error propagates."""
+    from ml.inference import ResourceExhaustedError
+
+    predictions, size = [], len(images)
+    while len(predictions) < len(images):
+        chunk = images[len(predictions):len(predictions) + size]
+        try:
+            oom_injection()
+            predictions.extend(model.predict_batch(chunk))
+        except ResourceExhaustedError:
+            if size == 1:
+                raise
+            size = max(1, size // 2)
+            log.warning("out of memory predicting %d images; trying batches of %d", len(chunk), size)
+    return predictions
+
+
+def gather(task_id: str, screening) -> list:
+    """The screenings predicted with this one: up to SCREENING_BATCH_MAX - 1 other queued
+    first attempts. When some are waiting (a surge), wait up to SCREENING_BATCH_WAIT_MS for
+    the batch to fill; a lone screening does not wait. One tried before runs alone."""
+    limit = settings.SCREENING_BATCH_MAX - 1
+    if screening.attempts > 1 or limit <= 0:
+        return []
+    found = services.screening_claim_batch(task_id=task_id, exclude=screening.pk, limit=limit)
+    deadline = time.monotonic() + settings.SCREENING_BATCH_WAIT_MS / 1000.0
+    while found and len(found) < limit and time.monotonic() < deadline:
+        time.sleep(0.01)
+        found += services.screening_claim_batch(task_id=task_id, exclude=screening.pk, limit=limit - len(found))
+    return found
+
+
 @shared_task(bind=True, base=HospitalTask, name="screening.run", acks_late=True, reject_on_worker_lost=True,
              max_retries=None, soft_time_limit=120, time_limit=180)
 def screening_run(self, *, screening_id: int, hospital_id: int):
-    """Screen one scan. Deterministic problems end the job (rejected / cannot_assess /
-    failed); transient ones retry with backoff until the attempt limit is reached."""
-    from ml.explain import explain
-    from ml.preprocessing import ImageError, load_image_bytes
-
+    """Screen one scan, and with it the other screenings waiting in the queue (micro-batch:
+    one predict call; each screening keeps its own claim, checksum check, result and
+    outcome). Deterministic problems end a job (rejected / cannot_assess / failed);
+    transient ones retry with backoff until the attempt limit is reached."""
     try:
         screening = services.screening_claim(screening_id=screening_id, task_id=self.request.id)
-    except TRANSIENT as exc:  # the database is away: try again later, the row is unchanged
+        if screening is None:
+            return "not claimable"
+        if screening.attempts > 1:  # retried, or its worker died: queue again what that batch held
+            services.screening_release(task_id=self.request.id, keep=screening.pk)
+        batch = [screening] + gather(self.request.id, screening)
+    except TRANSIENT as exc:  # the database is away: try again later
         log.warning("screening %s: cannot claim (%s), retrying", screening_id, type(exc).__name__)
         raise self.retry(exc=exc, countdown=backoff(self.request.retries),
                          max_retries=settings.SCREENING_MAX_ATTEMPTS)
-    if screening is None:
-        return "not claimable"
+    if len(batch) > 1:
+        log.info("screening %s: batch of %d (%s)", screening_id, len(batch), " ".join(str(s.pk) for s in batch))
+    return screen_batch(self, batch)
+
+
+def screen_batch(task, batch: list) -> str:
+    """Screen the claimed batch; returns the outcome of the task's own screening (the
+    first). Each screening is handled inside its own hospital's scope."""
+    from ml.explain import explain
+    from ml.inference import ResourceExhaustedError
+    from ml.preprocessing import ImageError, load_image_bytes
+
+    own = batch[0]
+    outcome: dict[int, str] = {}
+
+    def finish(screening, status, reason):
+        with scope(hospital=screening.hospital):
+            services.screening_finish(screening=screening, status=status, reason=reason)
+        outcome[screening.pk] = status
+
     try:
-        fault_injection(screening)
-        with screening.scan.file.open("rb") as fh:
-            data = fh.read()
-        if hashlib.sha256(data).hexdigest() != screening.scan.sha256:
-            services.screening_finish(screening=screening, status=ScreeningStatus.FAILED,
-                                      reason="The stored file does not match its checksum; it was not screened.")
-            return ScreeningStatus.FAILED
-        decoded = load_image_bytes(data)
+        fault_injection(batch)
+        images = []
+        for screening in batch:
+            with screening.scan.file.open("rb") as fh:
+                data = fh.read()
+            if hashlib.sha256(data).hexdigest() != screening.scan.sha256:
+                finish(screening, ScreeningStatus.FAILED,
+                       "The stored file does not match its checksum; it was not screened.")
+                continue
+            try:
+                images.append((screening, load_image_bytes(data)))
+            except ImageError as exc:
+                finish(screening, ScreeningStatus.REJECTED, str(exc))
         model = predictor()
-        prediction = model.predict_batch([decoded])[0]
-        if prediction.status != "ok":
-            services.screening_finish(screening=screening, status=ScreeningStatus.CANNOT_ASSESS,
-                                      reason=prediction.reason or "The image cannot be assessed.")
-            return ScreeningStatus.CANNOT_ASSESS
-        _, overlay = explain(model, decoded, class_name=prediction.label)
-        services.screening_store_result(screening=screening, prediction=prediction.to_dict(), heatmap_png=overlay)
-        return ScreeningStatus.DONE
+        predictions = predict(model, [decoded for _, decoded in images])
+        for (screening, decoded), prediction in zip(images, predictions):
+            if prediction.status != "ok":
+                finish(screening, ScreeningStatus.CANNOT_ASSESS, prediction.reason or "The image cannot be assessed.")
+                continue
+            _, overlay = explain(model, decoded, class_name=prediction.label)
+            with scope(hospital=screening.hospital):
+                services.screening_store_result(screening=screening, prediction=prediction.to_dict(),
+                                                heatmap_png=overlay)
+            outcome[screening.pk] = ScreeningStatus.DONE
     except ImageError as exc:
-        services.screening_finish(screening=screening, status=ScreeningStatus.REJECTED, reason=str(exc))
-        return ScreeningStatus.REJECTED
+        for screening in batch:
+            if screening.pk not in outcome:
+                finish(screening, ScreeningStatus.REJECTED, str(exc))
     except SoftTimeLimitExceeded:
-        services.screening_finish(screening=screening, status=ScreeningStatus.FAILED,
-                                  reason="Screening took too long and was stopped.")
-        return ScreeningStatus.FAILED
-    except TRANSIENT as exc:
-        if screening.attempts >= settings.SCREENING_MAX_ATTEMPTS:
-            services.screening_finish(screening=screening, status=ScreeningStatus.FAILED,
-                                      reason=f"Gave up after {screening.attempts} attempts: {type(exc).__name__}.")
-            return ScreeningStatus.FAILED
-        log.warning("screening %s: transient %s, retrying", screening_id, type(exc).__name__)
-        raise self.retry(exc=exc, countdown=backoff(self.request.retries))
-    except Exception as exc:  # deterministic (a bug, a broken model): end it now, never loop
-        log.exception("screening %s failed", screening_id)
-        services.screening_finish(screening=screening, status=ScreeningStatus.FAILED,
-                                  reason=f"Screening failed ({type(exc).__name__}); it was not retried.")
-        return ScreeningStatus.FAILED
+        for screening in batch:
+            if screening.pk not in outcome:
+                finish(screening, ScreeningStatus.FAILED, "Screening took too long and was stopped.")
+    except (ResourceExhaustedError, *TRANSIENT) as exc:
+        # Out of memory on one image, or a transient fault: the others go back to the queue
+        # (each then runs alone) and this one retries with backoff, up to the attempt limit.
+        services.screening_release(task_id=task.request.id, keep=own.pk)
+        if own.pk not in outcome:
+            if own.attempts >= settings.SCREENING_MAX_ATTEMPTS:
+                finish(own, ScreeningStatus.FAILED, f"Gave up after {own.attempts} attempts: {type(exc).__name__}.")
+            else:
+                log.warning("screening %s: %s, retrying", own.pk, type(exc).__name__)
+                raise task.retry(exc=exc, countdown=backoff(task.request.retries))
+    except Exception as exc:  # deterministic (a bug, a broken model): end them now, never loop
+        log.exception("screening batch %s failed", [s.pk for s in batch])
+        for screening in batch:
+            if screening.pk not in outcome:
+                finish(screening, ScreeningStatus.FAILED,
+                       f"Screening failed ({type(exc).__name__}); it was not retried.")
+    return outcome[own.pk]
 
 
 @shared_task(name="screening.sweep", ignore_result=True)
