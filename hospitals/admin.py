@@ -349,7 +349,7 @@ class UserAdmin(TenantAdminMixin, DjangoUserAdmin):
             audit_record(action="update", object_type="user", object_id=obj.pk, request=request,
                          detail={"fields": sorted(form.changed_data), "via": "admin"})
             if "is_active" in form.changed_data and not obj.is_active:
-                services.user_end_sessions(user=obj)
+                services.user_deactivate(user=obj, actor=request.user, request=request)
 
 
 class MembershipForm(RequestForm):

@@ -102,11 +102,29 @@ def membership_change_role(*, membership: Membership, role: str, actor: User, re
 
 
 def user_end_sessions(*, user: User) -> int:
-    """End every session of the user (allauth.usersessions tracks them)."""
-    sessions = UserSession.objects.purge_and_list(user)
+    """End every session of the user (allauth.usersessions tracks them). Each one's session
+    row is deleted, also for an account already deactivated (allauth's purge would drop
+    only the tracking row of such a session and leave the session itself)."""
+    sessions = list(UserSession.objects.filter(user=user))
     for session in sessions:
         session.end()
     return len(sessions)
+
+
+def user_deactivate(*, user: User, actor: User | None = None, request=None) -> User:
+    """Close an account: it can no longer sign in, its sessions end and its OAuth2 tokens
+    (access and refresh) are deleted at once."""
+    from oauth2_provider.models import AccessToken, RefreshToken
+
+    with transaction.atomic():
+        user.is_active = False
+        user.save(update_fields=["is_active"])
+        RefreshToken.objects.filter(user=user).delete()
+        tokens, _ = AccessToken.objects.filter(user=user).delete()
+        audit_record(action="update", object_type="user", object_id=user.pk, actor=actor, request=request,
+                     detail={"active": False, "tokens_deleted": tokens})
+        transaction.on_commit(lambda: user_end_sessions(user=user))
+    return user
 
 
 def membership_deactivate(*, membership: Membership, actor: User, request=None) -> Membership:
