@@ -177,10 +177,9 @@ def format_duration(seconds: float | None) -> str:
 
 
 def table_rows(chart: dict) -> list[tuple[datetime.date, list[int]]]:
-    """A chart's data as table rows, newest day first: (day, [count per series])."""
-    rows = [(datetime.date.fromisoformat(day), [series["counts"][i] for series in chart["series"]])
+    """A chart's data as table rows, oldest day first like the chart: (day, [count per series])."""
+    return [(datetime.date.fromisoformat(day), [series["counts"][i] for series in chart["series"]])
             for i, day in enumerate(chart["days"])]
-    return rows[::-1]
 
 
 def dashboard(*, hospital: Hospital) -> dict:

@@ -10,6 +10,8 @@ urlpatterns = [
     path("members/<int:pk>/", views.member_edit, name="member_edit"),
     path("audit/", views.audit_list, name="audit_list"),
     path("audit/export.csv", views.audit_export, name="audit_export"),
+    path("exports/", views.export_list, name="exports"),
+    path("exports/<slug:what>.csv", views.export_csv, name="export_csv"),
 ]
 
 # Partner API clients (OAuth2 client credentials) of this hospital.

@@ -3,7 +3,6 @@
 Every view under `/h/<slug>/` runs inside the hospital's scope with `request.hospital`
 and `request.membership` set by `TenantScopeMiddleware`; role checks use `require_action`."""
 
-import csv
 import json
 from datetime import UTC
 
@@ -11,15 +10,13 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import Http404, StreamingHttpResponse
+from django.http import Http404
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from django.views.decorators.http import require_http_methods
-from django_scopes import scope
 
 from patients import selectors as patient_selectors
 
-from . import selectors, services
+from . import exports, selectors, services
 from .dashboard import dashboard as dashboard_figures
 from .audit import audit_record
 from .decorators import require_action
@@ -160,13 +157,6 @@ def audit_list(request, hospital_slug):
     })
 
 
-class _Echo:
-    """A file-like object whose write returns the line, for streaming csv.writer output."""
-
-    def write(self, value):
-        return value
-
-
 # Every field the entry's hash covers (see hospitals.audit._canonical), so a reader can
 # recompute each hash and follow the prev_hash links without database access.
 AUDIT_CSV_COLUMNS = ["seq", "at", "chain", "hospital_id", "actor_id", "actor_email", "action", "object_type",
@@ -177,29 +167,48 @@ _AT, _DETAIL = AUDIT_CSV_COLUMNS.index("at"), AUDIT_CSV_COLUMNS.index("detail")
 @require_action("audit.view")
 def audit_export(request, hospital_slug):
     """Stream the filtered trail as CSV, oldest first, with the chain fields (seq,
-    prev_hash, hash) so the export can be checked offline. The export is itself audited."""
+    prev_hash, hash) so the export can be checked offline. The export is itself audited.
+    Values are written exactly as hashed (no formula escaping), or the hashes would not
+    verify."""
     form, events = _audit_events(request)
     filters = {k: str(v) for k, v in (form.cleaned_data.items() if form.is_bound and form.is_valid() else []) if v}
     audit_record(action="export", object_type="audit_event", hospital=request.hospital, request=request,
                  detail={"filters": filters})
-    hospital = request.hospital
     rows = events.order_by("seq").values_list(*AUDIT_CSV_COLUMNS)
 
-    def stream():
-        writer = csv.writer(_Echo())
-        yield writer.writerow(AUDIT_CSV_COLUMNS)
-        # The body is iterated after the middleware has closed the scope: reopen it.
-        with scope(hospital=hospital):
-            for row in rows.iterator(chunk_size=1000):
-                values = list(row)
-                values[_AT] = values[_AT].astimezone(UTC).isoformat(timespec="microseconds")
-                values[_DETAIL] = json.dumps(values[_DETAIL], sort_keys=True, separators=(",", ":"))
-                yield writer.writerow(["" if v is None else v for v in values])
+    def audit_rows():
+        for row in rows.iterator(chunk_size=1000):
+            values = list(row)
+            values[_AT] = values[_AT].astimezone(UTC).isoformat(timespec="microseconds")
+            values[_DETAIL] = json.dumps(values[_DETAIL], sort_keys=True, separators=(",", ":"))
+            yield values
 
-    filename = f"audit-{hospital.slug}-{timezone.localdate():%Y%m%d}.csv"
-    response = StreamingHttpResponse(stream(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
+    return exports.csv_response(hospital=request.hospital, filename=exports.export_filename(request.hospital, "audit"),
+                                header=AUDIT_CSV_COLUMNS, rows=audit_rows(), cell=exports.plain_cell)
+
+
+# --- Data exports -------------------------------------------------------------------------------
+
+@require_action("data.export")
+def export_list(request, hospital_slug):
+    return render(request, "hospitals/exports.html")
+
+
+EXPORTS = {"patients": ("patient", exports.patient_rows), "screenings": ("screening", exports.screening_rows)}
+
+
+@require_action("data.export")
+def export_csv(request, hospital_slug, what):
+    """Stream every patient or every screening of the hospital as CSV (text cells that a
+    spreadsheet would run as formulas are escaped). Each export is audited."""
+    if what not in EXPORTS:
+        raise Http404("No such export.")
+    object_type, build = EXPORTS[what]
+    header, rows = build(hospital=request.hospital)
+    audit_record(action="export", object_type=object_type, hospital=request.hospital, request=request,
+                 detail={"format": "csv"})
+    return exports.csv_response(hospital=request.hospital, filename=exports.export_filename(request.hospital, what),
+                                header=header, rows=rows.iterator(chunk_size=1000))
 
 
 # --- Partner API clients ------------------------------------------------------------------------
