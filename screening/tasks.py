@@ -93,11 +93,11 @@ def predict(model, images: list) -> list:
         try:
             oom_injection()
             predictions.extend(model.predict_batch(chunk))
-        except ResourceExhaustedError:
+        except ResourceExhaustedError as exc:
             if size == 1:
                 raise
             size = max(1, size // 2)
-            log.warning("out of memory predicting %d images; trying batches of %d", len(chunk), size)
+            log.warning("%s predicting %d images; trying batches of %d", exc, len(chunk), size)
     return predictions
 
 
