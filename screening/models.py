@@ -105,6 +105,8 @@ class Screening(HospitalChildModel):
             models.Index(fields=["hospital", "status"]),
             models.Index(fields=["hospital", "status", "created_at"]),
             models.Index(fields=["hospital", "finished_at"]),
+            models.Index(fields=["hospital", "started_at"]),
+            models.Index(fields=["hospital", "enqueued_at"]),
         ]
 
     def __str__(self):

@@ -8,7 +8,7 @@ from patients.models import LabResult, LabTest, LabTestType, Patient, Status, St
 
 
 class PatientFilter(filters.FilterSet):
-    status = filters.MultipleChoiceFilter(choices=Status.choices)
+    status = filters.MultipleChoiceFilter(choices=Status.choices, distinct=False)
     mrn = filters.CharFilter(field_name="mrn", lookup_expr="exact")
     updated_since = filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte",
                                               label="Changed at or after this time (ISO 8601).")
@@ -23,7 +23,7 @@ class PatientFilter(filters.FilterSet):
 
 class StatusChangeFilter(filters.FilterSet):
     patient = IdFilter(field_name="patient_id")
-    to_status = filters.MultipleChoiceFilter(choices=Status.choices)
+    to_status = filters.MultipleChoiceFilter(choices=Status.choices, distinct=False)
     source = filters.ChoiceFilter(choices=StatusSource.choices)
     changed_since = filters.IsoDateTimeFilter(field_name="changed_at", lookup_expr="gte")
     effective_after = filters.DateFilter(field_name="effective_date", lookup_expr="gte")

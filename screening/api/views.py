@@ -28,7 +28,8 @@ from .serializers import (
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List screenings", description="Filter by patient, status, AI label and dates."),
+    list=extend_schema(summary="List screenings", description="Filter by patient, status, AI label, dates and "
+                       "`updated_since` for sync."),
     retrieve=extend_schema(summary="Read a screening", description="With its scan's metadata and the AI result."),
     create=extend_schema(
         summary="Upload a chest X-ray",

@@ -1,0 +1,105 @@
+"""No N+1 queries in the partner API and the FHIR facade: each list, each history and each
+search costs the same number of queries with 2 rows as with 50 (rows, history entries,
+page size), under one fixed bound per endpoint."""
+
+import datetime
+import itertools
+
+import pytest
+from django.utils import timezone
+from django_scopes import scopes_disabled
+
+from patients.models import LabTest, Patient, StatusChange
+from screening.models import AiResult, Review, Scan, Screening
+from tests.api.conftest import _throttle_cache, make_partner  # noqa: F401  (fixtures)
+from tests.factories import HospitalFactory, UserFactory
+
+SMALL, LARGE = 2, 50
+_serial = itertools.count()
+
+
+def add_records(hospital, user, patient, n: int, *, dicom: bool = False) -> None:
+    """`n` of everything for `patient`: patients of the hospital, status changes, lab tests,
+    scans with a screening, an AI result and a review each (rows written directly: the
+    query counts of the reads are measured, not the services)."""
+    now = timezone.now()
+    today = datetime.date.today()
+    with scopes_disabled():
+        Patient.objects.bulk_create(
+            Patient(hospital=hospital, mrn=f"Q{next(_serial)}", given_name="Ann", family_name="Lee",
+                    birth_date=datetime.date(1980, 1, 1)) for _ in range(n))
+        labs = LabTest.objects.bulk_create(
+            LabTest(hospital=hospital, patient=patient, test_type="rt_pcr", result="positive", sample_date=today,
+                    recorded_by=user) for _ in range(n))
+        StatusChange.objects.bulk_create(
+            StatusChange(hospital=hospital, patient=patient, from_status="suspected",
+                         to_status="infected" if i % 2 else "carrier", effective_date=today, reason="r",
+                         lab_test=lab, changed_by=user) for i, lab in enumerate(labs))
+        scans = Scan.objects.bulk_create(
+            Scan(hospital=hospital, patient=patient, uploaded_by=user, file="scans/x.png", preview="derived/x.png",
+                 original_filename="x.png", size_bytes=1, sha256=f"{next(_serial):064d}",
+                 format="dcm" if dicom else "png", width=1, height=1, bit_depth=8, series_uid="1.2.3")
+            for _ in range(n))
+        screenings = Screening.objects.bulk_create(
+            Screening(hospital=hospital, patient=patient, scan=scan, status="done", enqueued_at=now, started_at=now,
+                      finished_at=now) for scan in scans)
+        results = AiResult.objects.bulk_create(
+            AiResult(hospital=hospital, patient=patient, screening=s, label="covid",
+                     probabilities={"covid": 0.9, "pneumonia": 0.05, "normal": 0.05}, covid_probability=0.9,
+                     covid_positive=True, decision="covid_suspected", threshold=0.5, model_name="cxrnet",
+                     model_version="1", model_sha256=f"{next(_serial):064x}", preprocessing_version="pp", input_sha256="cd" * 32,
+                     timings_ms={}, worker="w") for s in screenings)
+        Review.objects.bulk_create(
+            Review(hospital=hospital, patient=patient, screening=r.screening, result=r, decision="confirm",
+                   clinical_label="covid", radiological_signs=True, reason="r", reviewer=user) for r in results)
+
+
+@pytest.fixture
+def world(db, make_partner):  # noqa: F811
+    hospital = HospitalFactory(slug="perf")
+    user = UserFactory()
+    with scopes_disabled():
+        patient = Patient.objects.create(hospital=hospital, mrn="P-1", given_name="Eve", family_name="Ng",
+                                         birth_date=datetime.date(1970, 1, 1))
+    _, api = make_partner(hospital, scopes=["read"])
+    return hospital, user, patient, api
+
+
+# (path below the hospital, the bound). Lists ask for page_size/_count LARGE, so a larger
+# table fills a larger page. Bounds: token and client look-ups, the query, prefetches, the
+# audit entry (chain head + insert + update) and the FHIR total.
+API = [
+    ("api/v1/hospitals/perf/patients/?page_size=50", 11),
+    ("api/v1/hospitals/perf/patients/?page_size=50&status=suspected&ordering=-updated_at", 11),
+    ("api/v1/hospitals/perf/patients/{patient}/history/", 17),
+    ("api/v1/hospitals/perf/status-changes/?page_size=50", 11),
+    ("api/v1/hospitals/perf/lab-tests/?page_size=50", 11),
+    ("api/v1/hospitals/perf/screenings/?page_size=50", 13),
+    ("api/v1/hospitals/perf/screenings/?page_size=50&label=covid&updated_since=2000-01-01T00:00:00Z", 13),
+    ("api/v1/hospitals/perf/ai-results/?page_size=50", 11),
+    ("api/v1/hospitals/perf/reviews/?page_size=50", 11),
+    ("fhir/perf/Patient?_count=50", 12),
+    ("fhir/perf/Observation?_count=50", 12),
+    ("fhir/perf/DiagnosticReport?_count=50", 14),
+    ("fhir/perf/Media?_count=50", 12),
+    ("fhir/perf/ImagingStudy?_count=50", 12),
+    ("fhir/perf/Condition?_count=50", 12),
+    ("fhir/perf/Device?_count=50", 6),
+]
+
+
+@pytest.mark.parametrize("path,bound", API, ids=[p.split("/perf/")[1] for p, _ in API])
+def test_query_count_does_not_grow_with_rows(world, path, bound, django_assert_max_num_queries):
+    hospital, user, patient, api = world
+    url = "/" + path.format(patient=patient.pk)
+    counts, sizes = [], []
+    for n in (SMALL, LARGE - SMALL):
+        add_records(hospital, user, patient, n, dicom="ImagingStudy" in path)
+        with django_assert_max_num_queries(bound) as captured:
+            response = api.get(url)
+        assert response.status_code == 200, response.content
+        body = response.json()
+        sizes.append(len(body) if isinstance(body, list) else len(body.get("results", body.get("entry", []))))
+        counts.append(len(captured))
+    assert sizes[1] > sizes[0] >= 1, sizes  # the second answer really carries more rows
+    assert counts[0] == counts[1], f"{counts[0]} queries for {sizes[0]} rows, {counts[1]} for {sizes[1]}"
