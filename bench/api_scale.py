@@ -1,0 +1,477 @@
+"""The partner API, the FHIR facade and the portal at scale, on MariaDB through gunicorn.
+
+    python bench/api_scale.py [--reuse] [--explain] [--clients 16] [--requests 320]
+
+Seeds a dedicated database (default `hospital_bench_scale`; `--reuse` keeps one that is
+already seeded) in bulk: 100 hospitals of unequal size (hospital i holds a share
+proportional to 1/sqrt(i)), 100,000 patients with status histories and lab tests, and
+500,000 screenings (their scans share one file name) with AI results and, for a third,
+a review. Then serves it with gunicorn (production settings, Redis cache) and measures,
+with `--clients` concurrent clients, each bound to one of the largest hospitals:
+
+* the patient list filtered (`status`), searched by MRN (API) and by name (portal page);
+* a patient's history; the screening list with `updated_since` (the last day);
+* the FHIR Patient search (`_lastUpdated`); the dashboard page (a logged-in session).
+
+For each: p50/p95 latency, errors and database queries per request (a counting
+middleware, bench/settings.py). `--explain` prints MariaDB's EXPLAIN of every query
+that the API's and the portal's filters and orderings run, and flags full scans of
+the big tables. Needs MariaDB and Redis (see README "Performance")."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import random
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import common  # noqa: E402
+
+SLUG = "scale-{:03d}"
+FAMILY = ["Smith", "Garcia", "Nguyen", "Kowalski", "Okafor", "Haddad", "Silva", "Muller", "Rossi", "Tanaka",
+          "Dubois", "Ivanova", "Khan", "Larsen", "Moreau", "Novak", "Ortiz", "Petrov", "Quinn", "Sato"]
+GIVEN = ["Ana", "Ben", "Chloe", "David", "Elif", "Farid", "Grace", "Hugo", "Ines", "Jon", "Kemal", "Lena",
+         "Mateo", "Nora", "Omar", "Priya", "Rafael", "Sofia", "Tariq", "Yara"]
+STATUSES = ["suspected"] * 30 + ["negative"] * 30 + ["infected"] * 12 + ["carrier"] * 10 + ["recovered"] * 16 + \
+    ["deceased"] * 2
+LABELS = ["covid", "pneumonia", "normal"]
+CHUNK = 5000
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_stack_arguments(p, database="hospital_bench_scale", redis_db=12, port=8771)
+    p.add_argument("--reuse", action="store_true", help="keep the seeded database when it holds the same sizes")
+    p.add_argument("--hospitals", type=int, default=100)
+    p.add_argument("--patients", type=int, default=100_000)
+    p.add_argument("--screenings", type=int, default=500_000)
+    p.add_argument("--clients", type=int, default=16, help="concurrent clients (%(default)s)")
+    p.add_argument("--requests", type=int, default=320, help="requests per endpoint, all clients together")
+    p.add_argument("--explain", action="store_true", help="print EXPLAIN of the queries of every filter")
+    p.add_argument("--seed", type=int, default=7)
+    return p.parse_args()
+
+
+# --- seeding -------------------------------------------------------------------------------------
+
+def seed_marker(args) -> str:
+    return f"{args.hospitals}/{args.patients}/{args.screenings}"
+
+
+def already_seeded(args) -> bool:
+    from django.db import connection
+
+    from hospitals.models import Hospital
+
+    try:
+        hospital = Hospital.objects.filter(slug=SLUG.format(1)).first()
+    except Exception:  # noqa: BLE001 - no tables yet
+        connection.close()
+        return False
+    return hospital is not None and hospital.name.endswith(f"[{seed_marker(args)}]")
+
+
+def insert(table: str, columns: list[str], rows) -> None:
+    """executemany in chunks: the driver sends one multi-row INSERT per chunk."""
+    from django.db import connection
+
+    sql = f"INSERT INTO `{table}` ({', '.join(f'`{c}`' for c in columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
+    batch = []
+    with connection.cursor() as cur:
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= CHUNK:
+                cur.executemany(sql, batch)
+                batch.clear()
+        if batch:
+            cur.executemany(sql, batch)
+
+
+def table(model) -> str:
+    return model._meta.db_table
+
+
+def seed(args) -> dict:
+    """Bulk rows straight into the tables (ids assigned here, in time order)."""
+    from django.db import connection, transaction
+    from django_scopes import scopes_disabled
+
+    from hospitals.models import Hospital, Membership, Role, User
+    from patients.models import LabTest, Patient, StatusChange
+    from screening.models import AiResult, Review, Scan, Screening
+
+    rng = random.Random(args.seed)
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    start = now - datetime.timedelta(days=365)
+    t0 = time.perf_counter()
+    with connection.cursor() as cur:
+        cur.execute("SET SESSION unique_checks=0, foreign_key_checks=0")
+    with scopes_disabled(), transaction.atomic():
+        hospitals = Hospital.objects.bulk_create(
+            Hospital(name=f"Scale hospital {i}" + (f" [{seed_marker(args)}]" if i == 1 else ""), slug=SLUG.format(i))
+            for i in range(1, args.hospitals + 1))
+        users = User.objects.bulk_create(
+            User(email=f"clinician@{h.slug}.bench", first_name="Bench", last_name=h.slug, password="!")
+            for h in hospitals)
+        Membership.objects.bulk_create(Membership(user=u, hospital=h, role=Role.CLINICIAN)
+                                       for u, h in zip(users, hospitals))
+    hospital_ids = [h.pk for h in hospitals]
+    user_ids = [u.pk for u in users]
+    weights = [1 / (i + 1) ** 0.5 for i in range(len(hospitals))]
+    print(f"  hospitals and users: {time.perf_counter() - t0:.1f} s", flush=True)
+
+    # Patients, in registration order; each hospital numbers its MRNs.
+    t = time.perf_counter()
+    patient_hospital = rng.choices(range(len(hospitals)), weights=weights, k=args.patients)
+    mrn_next = defaultdict(int)
+    patient_rows, patient_status, patient_created = [], [], []
+    span = (now - start).total_seconds()
+    for n, h in enumerate(patient_hospital):
+        mrn_next[h] += 1
+        created = start + datetime.timedelta(seconds=span * n / args.patients)
+        status = rng.choice(STATUSES)
+        since = (created + datetime.timedelta(days=rng.randint(0, 20))).date()
+        updated = min(now, created + datetime.timedelta(days=rng.randint(0, 30)))
+        patient_rows.append((n + 1, hospital_ids[h], f"M{mrn_next[h]:07d}", rng.choice(GIVEN), rng.choice(FAMILY),
+                             rng.choice(["female", "male"]), datetime.date(1940 + rng.randint(0, 65), 1 + n % 12,
+                                                                           1 + n % 28),
+                             "", "", "", "", status, since, created, updated, user_ids[h]))
+        patient_status.append(status)
+        patient_created.append(created)
+    insert(table(Patient), ["id", "hospital_id", "mrn", "given_name", "family_name", "sex", "birth_date", "phone",
+                            "email", "address", "national_id", "status", "status_since", "created_at", "updated_at",
+                            "created_by_id"], patient_rows)
+    print(f"  {args.patients} patients: {time.perf_counter() - t:.1f} s", flush=True)
+
+    # Status histories: the registration entry, and the way to the current status; a lab
+    # test behind every confirmed status.
+    t = time.perf_counter()
+    changes, labs = [], []
+    for n, h in enumerate(patient_hospital):
+        pid, status, created = n + 1, patient_status[n], patient_created[n]
+        changes.append((hospital_ids[h], pid, "", "suspected", created.date(), "Registered", "clinician", None,
+                        user_ids[h], created))
+        path = {"suspected": [], "negative": ["negative"], "infected": ["infected"], "carrier": ["carrier"],
+                "recovered": ["infected", "recovered"], "deceased": ["infected", "deceased"]}[status]
+        previous, at = "suspected", created
+        for step in path:
+            at = at + datetime.timedelta(days=rng.randint(1, 10))
+            lab_id = None
+            if step in ("infected", "carrier", "negative"):
+                labs.append((len(labs) + 1, hospital_ids[h], pid, "rt_pcr",
+                             "negative" if step == "negative" else "positive", at.date(), "", user_ids[h], at))
+                lab_id = len(labs)
+            changes.append((hospital_ids[h], pid, previous, step, at.date(), "Bench", "clinician", lab_id,
+                            user_ids[h], at))
+            previous = step
+    insert(table(LabTest), ["id", "hospital_id", "patient_id", "test_type", "result", "sample_date", "notes",
+                            "recorded_by_id", "recorded_at"], labs)
+    changes.sort(key=lambda c: c[-1])
+    insert(table(StatusChange), ["hospital_id", "patient_id", "from_status", "to_status", "effective_date", "reason",
+                                 "source", "lab_test_id", "changed_by_id", "changed_at"], changes)
+    print(f"  {len(changes)} status changes, {len(labs)} lab tests: {time.perf_counter() - t:.1f} s", flush=True)
+
+    # Screenings in upload order, each with its scan (one shared file), an AI result
+    # (98 %) and, for a third of those, a review.
+    t = time.perf_counter()
+    sha = "0" * 64
+    model_sha = "ab" * 32
+    scans, screenings, results, reviews = [], [], [], []
+    for n in range(args.screenings):
+        pid = rng.randrange(args.patients) + 1
+        h = patient_hospital[pid - 1]
+        hid, uid = hospital_ids[h], user_ids[h]
+        created = start + datetime.timedelta(seconds=span * n / args.screenings)
+        sid = n + 1
+        scans.append((sid, hid, pid, uid, created, "scans/bench/tiny.png", "derived/bench/tiny.png", "film.png", 68,
+                      sha, "png", 1, 1, 8, "", "", "", None))
+        finished = created + datetime.timedelta(seconds=rng.randint(2, 60))
+        status = "done" if rng.random() < 0.98 else rng.choice(["cannot_assess", "failed", "queued"])
+        screenings.append((sid, hid, pid, sid, status, 1, "", "", "bench", created, created, created,
+                           None if status == "queued" else finished))
+        if status != "done":
+            continue
+        covid = rng.random()
+        label = "covid" if covid >= 0.5 else rng.choice(LABELS[1:])
+        probs = json.dumps({"covid": round(covid, 4), "pneumonia": round((1 - covid) / 2, 4),
+                            "normal": round((1 - covid) / 2, 4)})
+        results.append((sid, hid, pid, sid, probs, label, covid, covid >= 0.5,
+                        "covid_suspected" if covid >= 0.5 else "covid_not_suspected", 0.5, "cxrnet", "1.0.0",
+                        model_sha, "pp-3", sha, "", "{}", "{}", "bench", finished))
+        if rng.random() < 0.33:
+            reviews.append((hid, pid, sid, sid, "confirm", label, label == "covid", "Bench review", uid,
+                            finished + datetime.timedelta(hours=rng.randint(1, 48))))
+    insert(table(Scan), ["id", "hospital_id", "patient_id", "uploaded_by_id", "uploaded_at", "file", "preview",
+                         "original_filename", "size_bytes", "sha256", "format", "width", "height", "bit_depth",
+                         "view_position", "study_uid", "series_uid", "duplicate_of_id"], scans)
+    print(f"  {len(scans)} scans: {time.perf_counter() - t:.1f} s", flush=True)
+    insert(table(Screening), ["id", "hospital_id", "patient_id", "scan_id", "status", "attempts", "reason", "task_id",
+                              "worker", "created_at", "enqueued_at", "started_at", "finished_at"], screenings)
+    print(f"  {len(screenings)} screenings: {time.perf_counter() - t:.1f} s", flush=True)
+    insert(table(AiResult), ["id", "hospital_id", "patient_id", "screening_id", "probabilities", "label",
+                             "covid_probability", "covid_positive", "decision", "threshold", "model_name",
+                             "model_version", "model_sha256", "preprocessing_version", "input_sha256", "heatmap",
+                             "quality", "timings_ms", "worker", "created_at"], results)
+    print(f"  {len(results)} AI results: {time.perf_counter() - t:.1f} s", flush=True)
+    reviews.sort(key=lambda r: r[-1])
+    insert(table(Review), ["hospital_id", "patient_id", "screening_id", "result_id", "decision", "clinical_label",
+                           "radiological_signs", "reason", "reviewer_id", "reviewed_at"], reviews)
+    with connection.cursor() as cur:
+        for model in (Patient, StatusChange, LabTest, Scan, Screening, AiResult, Review):
+            cur.execute(f"ANALYZE TABLE `{table(model)}`")
+            cur.fetchall()
+    print(f"  {len(reviews)} reviews, tables analysed: {time.perf_counter() - t:.1f} s", flush=True)
+    return {"seconds": time.perf_counter() - t0}
+
+
+# --- credentials -----------------------------------------------------------------------------------
+
+def credentials(args, base_url: str, hospitals) -> list[dict]:
+    """A partner client (read scope) and a portal session per hospital."""
+    from django.conf import settings
+    from django.test import Client
+    from django_scopes import scope, scopes_disabled
+
+    from hospitals.api.services import partner_client_create
+    from hospitals.models import User
+
+    out = []
+    for hospital in hospitals:
+        with scopes_disabled():
+            user = User.objects.get(email=f"clinician@{hospital.slug}.bench")
+        with scope(hospital=hospital):
+            new = partner_client_create(hospital=hospital, name="Bench sync", scopes=["read"], actor=user)
+        portal = Client(HTTP_HOST="127.0.0.1")
+        portal.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+        out.append({"hospital": hospital, "token": common.fetch_token(base_url, new.client_id, new.client_secret),
+                    "cookie": f"{settings.SESSION_COOKIE_NAME}={portal.cookies[settings.SESSION_COOKIE_NAME].value}"})
+    return out
+
+
+def endpoints(cred: dict, rng: random.Random) -> dict[str, tuple[str, bool]]:
+    """name -> (path, portal session?) for one client, with this request's random ids."""
+    from django_scopes import scopes_disabled
+
+    from patients.models import Patient
+
+    hospital = cred["hospital"]
+    slug = hospital.slug
+    if "patients" not in cred:
+        with scopes_disabled():
+            cred["patients"] = list(Patient.objects.filter(hospital=hospital).values_list("id", "mrn"))
+    pid, mrn = rng.choice(cred["patients"])
+    day = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    month = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=30)).strftime("%Y-%m-%d")
+    api = f"/api/v1/hospitals/{slug}"
+    return {
+        "patients?status": (f"{api}/patients/?status=infected", False),
+        "patients?mrn": (f"{api}/patients/?mrn={mrn}", False),
+        "portal patients?q": (f"/h/{slug}/patients/?q={rng.choice(FAMILY)}", True),
+        "patient history": (f"{api}/patients/{pid}/history/", False),
+        "screenings?updated_since": (f"{api}/screenings/?updated_since={day}", False),
+        "FHIR Patient?_lastUpdated": (f"/fhir/{slug}/Patient?_lastUpdated=ge{month}", False),
+        "dashboard": (f"/h/{slug}/", True),
+    }
+
+
+def measure(args, base_url: str, creds: list[dict]) -> dict:
+    import httpx
+
+    names = list(endpoints(creds[0], random.Random(0)))
+    out = {}
+    for name in names:
+        latencies, queries, errors = [], [], []
+        lock = threading.Lock()
+        per_client = max(1, args.requests // args.clients)
+
+        def client(i: int):
+            cred = creds[i % len(creds)]
+            rng = random.Random(i)
+            headers_api = {"Authorization": f"Bearer {cred['token']}"}
+            headers_portal = {"Cookie": cred["cookie"]}
+            with httpx.Client(base_url=base_url, timeout=60) as http:
+                for _ in range(per_client):
+                    path, portal = endpoints(cred, rng)[name]
+                    t0 = time.perf_counter()
+                    try:
+                        r = http.get(path, headers=headers_portal if portal else headers_api)
+                        ok = r.status_code == 200
+                    except httpx.HTTPError as exc:
+                        r, ok = None, False
+                        with lock:
+                            errors.append(repr(exc))
+                    dt = time.perf_counter() - t0
+                    with lock:
+                        latencies.append(dt * 1000)
+                        if r is not None:
+                            queries.append(int(r.headers.get("X-Bench-Queries", -1)))
+                            if not ok:
+                                errors.append(f"{r.status_code} {path}")
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
+        t0 = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        wall = time.perf_counter() - t0
+        out[name] = {"p50": common.percentile(latencies, 50), "p95": common.percentile(latencies, 95),
+                     "n": len(latencies), "errors": len(errors), "rps": len(latencies) / wall,
+                     "queries": sorted(set(queries)), "first_error": errors[0] if errors else ""}
+        r = out[name]
+        print(f"  {name:28s} p50 {r['p50']:7.1f} ms  p95 {r['p95']:7.1f} ms  {r['rps']:6.1f} req/s  "
+              f"queries/request {','.join(map(str, r['queries']))}  errors {r['errors']}"
+              + (f" ({r['first_error']})" if r["errors"] else ""), flush=True)
+    return out
+
+
+# --- EXPLAIN ---------------------------------------------------------------------------------------
+
+BIG_TABLES = ("patients_", "screening_")
+
+
+def explain_paths(cred: dict) -> list[str]:
+    slug = cred["hospital"].slug
+    api = f"/api/v1/hospitals/{slug}"
+    since = "2026-01-01T00:00:00Z"
+    paths = [f"{api}/patients/?{q}" for q in (
+        "", "status=infected", "mrn=M0000042", f"updated_since={since}", f"created_after={since}",
+        f"created_before={since}", "status_since_after=2026-01-01", "ordering=updated_at", "ordering=-created_at")]
+    paths += [f"{api}/status-changes/?{q}" for q in (
+        "", "patient=42", "to_status=infected", "source=clinician", f"changed_since={since}",
+        "effective_after=2026-01-01", "effective_before=2025-06-01", "ordering=-changed_at")]
+    paths += [f"{api}/lab-tests/?{q}" for q in (
+        "", "patient=42", "test_type=rt_pcr", "result=positive", "sample_after=2026-01-01", "sample_before=2025-06-01",
+        f"recorded_since={since}", "ordering=-sample_date", "ordering=recorded_at")]
+    paths += [f"{api}/screenings/?{q}" for q in (
+        "", "patient=42", "status=queued", "status=done", "label=covid", f"created_after={since}",
+        f"created_before={since}", f"finished_since={since}", f"updated_since={since}", "ordering=-created_at")]
+    paths += [f"{api}/ai-results/?{q}" for q in (
+        "", "patient=42", "screening=42", "label=normal", "covid_positive=true", f"created_since={since}",
+        "ordering=-covid_probability", "ordering=created_at")]
+    paths += [f"{api}/reviews/?{q}" for q in (
+        "", "patient=42", "screening=42", "decision=override", "clinical_label=covid", f"reviewed_since={since}",
+        "ordering=-reviewed_at")]
+    paths += [f"{api}/patients/42/history/"]
+    fhir = f"/fhir/{slug}"
+    paths += [f"{fhir}/Patient?{q}" for q in ("", "identifier=M0000042", "_lastUpdated=ge2026-01", "_id=42")]
+    paths += [f"{fhir}/Observation?{q}" for q in ("", "patient=42", "date=ge2026-01", "_lastUpdated=lt2025-06")]
+    paths += [f"{fhir}/DiagnosticReport?{q}" for q in ("patient=42", "date=ge2026-01")]
+    paths += [f"{fhir}/Media?{q}" for q in ("", "patient=42")]
+    paths += [f"{fhir}/Condition?{q}" for q in ("", "patient=42", "clinical-status=active")]
+    paths += [f"{fhir}/Device"]
+    paths += [f"/h/{slug}/", f"/h/{slug}/patients/", f"/h/{slug}/patients/?q=Smith", f"/h/{slug}/patients/?status=infected",
+              f"/h/{slug}/screenings/", f"/h/{slug}/screenings/?status=queued", f"/h/{slug}/screenings/review/"]
+    return paths
+
+
+def explain(cred: dict) -> int:
+    """Run each path in this process, EXPLAIN its SELECTs; returns the number of full
+    scans of the big tables."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from hospitals.models import User
+
+    api = Client(HTTP_HOST="127.0.0.1", HTTP_AUTHORIZATION=f"Bearer {cred['token']}")
+    portal = Client(HTTP_HOST="127.0.0.1")
+    portal.force_login(User.objects.get(email=f"clinician@{cred['hospital'].slug}.bench"),
+                       backend="django.contrib.auth.backends.ModelBackend")
+    full_scans = 0
+    seen = set()
+    for path in explain_paths(cred):
+        client = portal if path.startswith("/h/") else api
+        with CaptureQueriesContext(connection) as ctx:
+            status = client.get(path).status_code
+        print(f"\n== {path}  [{status}]")
+        for q in ctx.captured_queries:
+            sql = q["sql"]
+            if not sql.lstrip().upper().startswith("SELECT") or not any(t in sql for t in BIG_TABLES):
+                continue
+            if sql in seen:
+                continue
+            seen.add(sql)
+            with connection.cursor() as cur:
+                cur.execute("EXPLAIN " + sql)
+                cols = [c[0] for c in cur.description]
+                rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+            print(f"   {sql[:220]}{'...' if len(sql) > 220 else ''}")
+            for r in rows:
+                big = str(r.get("table") or "").startswith(BIG_TABLES)
+                flag = ""
+                if r.get("type") == "ALL" and big and (r.get("rows") or 0) > 1000:
+                    flag = "   <-- FULL SCAN"
+                    full_scans += 1
+                print(f"     {r.get('select_type')}: {r.get('table')} type={r.get('type')} key={r.get('key')} "
+                      f"rows={r.get('rows')} {r.get('Extra') or ''}{flag}")
+    return full_scans
+
+
+# --- main ------------------------------------------------------------------------------------------
+
+def main():
+    args = parse_args()
+    print(f"api_scale on {common.machine()}", flush=True)
+    env = common.stack_env(args, settings="bench.settings")
+    common.create_database(args, drop=False)
+    common.configure(env)
+    if args.reuse and already_seeded(args):
+        print(f"reusing {args.database} ({seed_marker(args)})", flush=True)
+        seeded = None
+    else:
+        common.create_database(args, drop=True)
+        from django.db import connection
+
+        connection.close()
+        common.migrate(env)
+        print(f"seeding {args.database}: {args.hospitals} hospitals, {args.patients} patients, "
+              f"{args.screenings} screenings", flush=True)
+        seeded = seed(args)
+        print(f"seeded in {seeded['seconds']:.0f} s", flush=True)
+    common.flush_redis(args)
+
+    from django.db.models import Count
+    from django_scopes import scopes_disabled
+
+    from hospitals.models import Hospital
+
+    with scopes_disabled():
+        largest = list(Hospital.objects.filter(slug__startswith="scale-").annotate(n=Count("patients"))
+                       .order_by("-n")[:args.clients])
+    base_url = f"http://127.0.0.1:{args.port}"
+    with common.Stack(args, env) as stack:
+        stack.start_web()
+        creds = credentials(args, base_url, largest)
+        with scopes_disabled():
+            sizes = [(h.slug, h.n) for h in largest]
+        print(f"{args.clients} clients over the {len(largest)} largest hospitals ({sizes[0][1]} .. {sizes[-1][1]} "
+              f"patients each); gunicorn {args.web_workers} workers x {args.web_threads} threads; "
+              f"{args.requests} requests per endpoint", flush=True)
+        for cred in creds:  # warm up: connections, caches
+            endpoints(cred, random.Random(0))
+        measure(argparse.Namespace(**{**vars(args), "requests": args.clients * 2}), base_url, creds)
+        print("measured:", flush=True)
+        results = measure(args, base_url, creds)
+        full_scans = None
+        if args.explain:
+            with scopes_disabled():
+                full_scans = explain(creds[0])
+            print(f"\nfull scans of big tables: {full_scans}")
+    worst = max(results.items(), key=lambda kv: kv[1]["p95"])
+    missed = [name for name, r in results.items() if r["p95"] > 50 or r["errors"]]
+    print(f"\nSUMMARY api_scale: worst p95 {worst[1]['p95']:.1f} ms ({worst[0]}); "
+          f"{'all p95 <= 50 ms' if not missed else 'over 50 ms or errors: ' + ', '.join(missed)}; "
+          f"queries/request {max(max(r['queries'] or [0]) for r in results.values())} at most"
+          + (f"; full scans {full_scans}" if full_scans is not None else ""))
+
+
+if __name__ == "__main__":
+    main()
