@@ -37,6 +37,8 @@ class PatientSearchForm(forms.Form):
     q = forms.CharField(required=False, max_length=100, label="Name or MRN",
                         widget=forms.TextInput(attrs={"type": "search", "placeholder": "Name or MRN"}))
     status = forms.ChoiceField(required=False, choices=[("", "Any status"), *Status.choices])
+    awaiting_review = forms.BooleanField(required=False, label="Awaiting review",
+                                         help_text="A screening with an AI result that nobody has reviewed yet.")
 
 
 class StatusChoiceField(forms.ChoiceField):

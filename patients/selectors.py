@@ -1,7 +1,9 @@
 """Reads about patients. Run inside a hospital scope; reads of patient data are audited
 by the caller with `patient_audit_read`."""
 
-from django.db.models import Q, QuerySet
+import datetime
+
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from hospitals.audit import audit_record
 from hospitals.models import Hospital
@@ -9,9 +11,14 @@ from hospitals.models import Hospital
 from .models import LabResult, Patient, Status
 
 
-def patient_list(*, hospital: Hospital, query: str = "", status: str = "") -> QuerySet[Patient]:
-    """Patients of the hospital, searched by MRN or name and filtered by status."""
-    qs = Patient.objects.filter(hospital=hospital)
+def patient_list(*, hospital: Hospital, query: str = "", status: str = "",
+                 awaiting_review: bool = False) -> QuerySet[Patient]:
+    """Patients of the hospital, searched by MRN or name, filtered by status and by having a
+    screening that waits for review; each is annotated with `awaiting_review`."""
+    from screening.models import Screening, ScreeningStatus
+
+    unreviewed = Screening.objects.filter(patient=OuterRef("pk"), status=ScreeningStatus.DONE, reviews__isnull=True)
+    qs = Patient.objects.filter(hospital=hospital).annotate(awaiting_review=Exists(unreviewed))
     query = query.strip()
     if query:
         terms = Q(mrn__iexact=query) | Q(mrn__istartswith=query)
@@ -23,6 +30,8 @@ def patient_list(*, hospital: Hospital, query: str = "", status: str = "") -> Qu
         qs = qs.filter(terms)
     if status in Status.values:
         qs = qs.filter(status=status)
+    if awaiting_review:
+        qs = qs.filter(awaiting_review=True)
     return qs.order_by("family_name", "given_name", "id")
 
 
@@ -31,8 +40,25 @@ def patient_get(*, hospital: Hospital, pk: int) -> Patient:
     return Patient.objects.select_related("hospital").get(hospital=hospital, pk=pk)
 
 
-def patient_timeline(*, patient: Patient):
-    return patient.status_changes.select_related("changed_by", "lab_test").order_by("-effective_date", "-changed_at")
+TIMELINE_KINDS = ["status_change", "lab_test", "screening", "ai_result", "review"]
+
+
+def patient_timeline(*, patient: Patient) -> list[tuple[str, datetime.datetime, object]]:
+    """Everything recorded about the patient as one timeline, newest first: (kind, when,
+    record) with kind one of TIMELINE_KINDS and `when` the time it was recorded (a status
+    change also has its effective date, a lab test its sample date). Five queries."""
+    from screening.models import AiResult, Review, Screening
+
+    entries = [("status_change", c.changed_at, c)
+               for c in patient.status_changes.select_related("changed_by", "lab_test")]
+    entries += [("lab_test", t.recorded_at, t) for t in patient.lab_tests.select_related("recorded_by")]
+    entries += [("screening", s.created_at, s)
+                for s in Screening.objects.filter(patient=patient).select_related("scan", "scan__uploaded_by")]
+    entries += [("ai_result", r.created_at, r) for r in AiResult.objects.filter(patient=patient)]
+    entries += [("review", r.reviewed_at, r)
+                for r in Review.objects.filter(patient=patient).select_related("reviewer", "result")]
+    entries.sort(key=lambda e: (e[1], TIMELINE_KINDS.index(e[0]), e[2].pk), reverse=True)
+    return entries
 
 
 def patient_lab_tests(*, patient: Patient):

@@ -7,6 +7,8 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.utils.http import urlencode
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods
 
 from hospitals.decorators import require_action
@@ -27,20 +29,39 @@ def _patient_or_404(request, pk: int) -> Patient:
         raise Http404("No such patient.") from None
 
 
+QUICK_FILTERS = [  # (label, query parameters)
+    (_("All patients"), {}),
+    (_("Infected"), {"status": Status.INFECTED}),
+    (_("Carrier"), {"status": Status.CARRIER}),
+    (_("Awaiting review"), {"awaiting_review": "on"}),
+]
+
+
 @require_action("patient.view")
 def patient_list(request, hospital_slug):
     form = PatientSearchForm(request.GET)
     form.is_valid()
     query = form.cleaned_data.get("q", "")
     status = form.cleaned_data.get("status", "")
-    patients = selectors.patient_list(hospital=request.hospital, query=query, status=status)
+    awaiting_review = form.cleaned_data.get("awaiting_review", False)
+    patients = selectors.patient_list(hospital=request.hospital, query=query, status=status,
+                                      awaiting_review=awaiting_review)
     page = Paginator(patients, PAGE_SIZE).get_page(request.GET.get("page"))
     # One audit entry per page shown, naming every patient on it.
     selectors.patient_audit_read(request=request, patients=page.object_list, action="list")
     params = request.GET.copy()
     params.pop("page", None)
+    # Quick filters keep the search text and replace the other filters.
+    current = {"status": status, "awaiting_review": "on" if awaiting_review else ""}
+    search = {"q": query} if query else {}
+    quick_filters = [
+        (label, urlencode({**search, **filters}), all(current[k] == v for k, v in filters.items())
+         and not any(v for k, v in current.items() if k not in filters))
+        for label, filters in QUICK_FILTERS
+    ]
     return render(request, "patients/list.html", {
-        "form": form, "page": page, "querystring": params.urlencode(), "filtered": bool(query or status),
+        "form": form, "page": page, "querystring": params.urlencode(), "quick_filters": quick_filters,
+        "filtered": bool(query or status or awaiting_review),
     })
 
 

@@ -392,3 +392,97 @@ def test_lab_test_in_future_refused(hospital_a, patient, make_member, login):
     assert "keep me" in response.content.decode()
     with scope(hospital=hospital_a):
         assert not patient.lab_tests.exists()
+
+
+# --- Quick filters and the merged timeline ----------------------------------------------------
+
+@pytest.fixture
+def screened_patients(hospital_a, make_member):
+    """Ada (infected) with a screening waiting for review, Bea (carrier) whose screening was
+    reviewed, Cy (suspected) with a queued screening."""
+    from screening.services import review_create
+    from tests.factories import airesult_for, screening_for
+
+    clinician = make_member(hospital_a, Role.CLINICIAN)
+    with scope(hospital=hospital_a):
+        ada, bea, cy = (PatientFactory(hospital=hospital_a, given_name=name, family_name="Quick", mrn=f"Q-{name}",
+                                       status=status)
+                        for name, status in [("Ada", Status.INFECTED), ("Bea", Status.CARRIER),
+                                             ("Cy", Status.SUSPECTED)])
+        airesult_for(screening_for(ada, actor=clinician, seed=1))
+        result = airesult_for(screening_for(bea, actor=clinician, seed=2))
+        review_create(result=result, decision="confirm", clinical_label="covid", radiological_signs=False,
+                      reason="ok", actor=clinician)
+        screening_for(cy, actor=clinician, seed=3)
+    return ada, bea, cy
+
+
+@pytest.mark.parametrize("params,expected", [
+    ({}, ["Q-Ada", "Q-Bea", "Q-Cy"]),
+    ({"status": "infected"}, ["Q-Ada"]),
+    ({"status": "carrier"}, ["Q-Bea"]),
+    ({"awaiting_review": "on"}, ["Q-Ada"]),
+    ({"awaiting_review": "on", "status": "carrier"}, []),
+    ({"awaiting_review": "on", "q": "Quick"}, ["Q-Ada"]),
+])
+def test_quick_filters(params, expected, hospital_a, screened_patients, make_member, login):
+    response = login(make_member(hospital_a, Role.VIEWER)).get(url("list", hospital_a), params)
+    assert [p.mrn for p in response.context["page"]] == expected
+
+
+def test_quick_filter_links_mark_the_active_one_and_keep_the_search(hospital_a, screened_patients, make_member,
+                                                                    login):
+    client = login(make_member(hospital_a, Role.VIEWER))
+    html = client.get(url("list", hospital_a), {"q": "Quick", "awaiting_review": "on"}).content.decode()
+    assert '<a href="?q=Quick&amp;awaiting_review=on" aria-current="true">Awaiting review</a>' in html
+    assert '<a href="?q=Quick&amp;status=infected">Infected</a>' in html
+    assert '<a href="?q=Quick">All patients</a>' in html
+    assert html.count('aria-current="true"') == 1
+    assert "Review pending" in html and "1 patient<" in html
+    everyone = client.get(url("list", hospital_a)).content.decode()
+    assert '<a href="?" aria-current="true">All patients</a>' in everyone
+    assert everyone.count("Review pending") == 1  # Ada only: Bea's was reviewed, Cy's is still queued
+
+
+def test_timeline_merges_every_record_newest_first(hospital_a, patient, make_member, login):
+    from screening.models import AiResult, Review, Screening
+    from screening.services import review_create
+    from tests.factories import airesult_for, screening_for
+
+    clinician = make_member(hospital_a, Role.CLINICIAN)
+    now = timezone.now()
+    with scope(hospital=hospital_a):
+        lab = services.labtest_create(patient=patient, test_type="rt_pcr", result="positive", sample_date=TODAY(),
+                                      actor=clinician, notes="Ward 3")
+        screening = screening_for(patient, actor=clinician)
+        result = airesult_for(screening, covid=0.91)
+        review = review_create(result=result, decision="confirm", clinical_label="covid", radiological_signs=True,
+                               reason="Bilateral opacities", actor=clinician)
+        change = services.patient_change_status(patient=patient, to_status=Status.INFECTED, effective_date=TODAY(),
+                                                reason="PCR and film", actor=clinician)
+        registered = patient.status_changes.get(to_status=Status.SUSPECTED)
+    # Recorded times, deliberately not in creation order.
+    minutes = {"screening": 50, "lab": 40, "result": 30, "review": 20, "change": 10, "registered": 60}
+    with scopes_disabled():
+        StatusChange.objects.filter(pk=registered.pk).update(changed_at=now - datetime.timedelta(minutes=60))
+        Screening.objects.filter(pk=screening.pk).update(created_at=now - datetime.timedelta(minutes=50))
+        type(lab).objects.filter(pk=lab.pk).update(recorded_at=now - datetime.timedelta(minutes=40))
+        AiResult.objects.filter(pk=result.pk).update(created_at=now - datetime.timedelta(minutes=30))
+        Review.objects.filter(pk=review.pk).update(reviewed_at=now - datetime.timedelta(minutes=20))
+        StatusChange.objects.filter(pk=change.pk).update(changed_at=now - datetime.timedelta(minutes=10))
+    assert sorted(minutes.values(), reverse=True) == [60, 50, 40, 30, 20, 10]
+    response = login(make_member(hospital_a, Role.VIEWER)).get(url("detail", hospital_a, pk=patient.pk))
+    timeline = response.context["timeline"]
+    assert [(kind, item.pk) for kind, _, item in timeline] == [
+        ("status_change", change.pk), ("review", review.pk), ("ai_result", result.pk), ("lab_test", lab.pk),
+        ("screening", screening.pk), ("status_change", registered.pk)]
+    html = response.content.decode()
+    ids = [f'id="timeline-{kind}-{item.pk}"' for kind, _, item in timeline]
+    assert [html.index(i) for i in ids] == sorted(html.index(i) for i in ids)
+    assert "AI label COVID-19, P(COVID-19) 0.91" in html and "Bilateral opacities" in html and "Ward 3" in html
+    assert html.count("Screening aid, not a diagnosis.") == 2  # the AI result entry and the screenings card
+
+
+def test_timeline_of_another_hospitals_patient_is_404(hospital_a, foreign_patient, make_member, login):
+    client = login(make_member(hospital_a, Role.VIEWER))
+    assert client.get(url("detail", hospital_a, pk=foreign_patient.pk)).status_code == 404
