@@ -119,3 +119,42 @@ def test_allauth_pages_use_portal_layout(name, client, db):
     assert response.status_code == 200
     assert "css/portal.css" in html and "CovidCare Records" in html
     assert "sign up" not in html.lower()
+
+
+# --- Error pages ------------------------------------------------------------------------------
+
+def test_404_page_in_portal_style(hospital_a, make_member, login):
+    response = login(make_member(hospital_a, Role.VIEWER)).get(
+        reverse("patients:detail", kwargs={"hospital_slug": hospital_a.slug, "pk": 999999}))
+    html = response.content.decode()
+    assert response.status_code == 404
+    assert "css/portal.css" in html and "Page not found" in html
+    assert hurl("dashboard", hospital_a) in html  # a way back into the hospital
+
+
+def test_404_for_unknown_hospital_and_api_paths(db, client):
+    page = client.get("/no-such-page/")
+    assert page.status_code == 404 and "Page not found" in page.content.decode()
+    api = client.get("/api/v1/no-such-thing/")
+    assert api.status_code == 404 and api["Content-Type"] == "application/problem+json"
+
+
+def test_403_page_names_the_role(hospital_a, make_member, login):
+    response = login(make_member(hospital_a, Role.VIEWER)).get(hurl("members", hospital_a))
+    html = response.content.decode()
+    assert response.status_code == 403
+    assert "css/portal.css" in html and "Your role at Alpha General is viewer" in html
+
+
+def test_500_page_renders_without_request_or_context(db):
+    from django.template import Context, engines
+
+    html = engines["django"].engine.get_template("500.html").render(Context())
+    assert "Something went wrong" in html and "css/portal.css" in html
+
+
+def test_500_handler_answers_with_the_page(db, rf):
+    from hospitals.api.exceptions import handler500
+
+    response = handler500(rf.get("/h/alpha/"))
+    assert response.status_code == 500 and b"Something went wrong" in response.content
