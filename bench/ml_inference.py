@@ -128,8 +128,9 @@ def main(argv=None) -> int:
     first = next(iter(preds.values()))
     import onnxruntime
 
+    devices = [d.device_type for d in tf.config.list_physical_devices()]
     print(f"keras {keras.__version__} (backend {keras.backend.backend()}, tensorflow {tf.__version__}), "
-          f"onnxruntime {onnxruntime.__version__}; devices {[d.device_type for d in tf.config.list_physical_devices()]}; "
+          f"onnxruntime {onnxruntime.__version__}; devices {devices}; "
           f"{os.cpu_count()} CPU threads visible; load average {os.getloadavg()[0]:.1f}")
     s = first.image_size
     rng = np.random.default_rng(0)
