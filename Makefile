@@ -1,5 +1,6 @@
 # make run  : install, migrate, seed the demo hospitals, start the web server and a worker
 # make test : the whole suite (SQLite, then MariaDB when it is reachable)
+# make bench: the benchmarks (MariaDB on 127.0.0.1:3306 and Redis on 6379; README "Performance")
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
@@ -7,7 +8,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 MARIADB_TEST_URL ?= mysql://root@127.0.0.1:3306/hospital
 
-.PHONY: run test install install-mysql migrate seed worker web clean
+.PHONY: run test install install-mysql migrate seed worker web clean bench
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +46,14 @@ test: install
 		echo "== again on MariaDB ($(MARIADB_TEST_URL))" && \
 		DATABASE_URL=$(MARIADB_TEST_URL) $(PY) -m pytest -q --create-db; \
 	else echo "MariaDB not reachable on 127.0.0.1:3306: SQLite run only"; fi
+
+# Inference alone, then the pipeline through gunicorn + Celery (BENCH_DURATION seconds of
+# uploads), then the API at scale (the seeded database is kept between runs).
+BENCH_DURATION ?= 30
+bench: install-mysql
+	$(PY) bench/ml_inference.py
+	$(PY) bench/pipeline.py --duration $(BENCH_DURATION)
+	$(PY) bench/api_scale.py --reuse
 
 clean:
 	rm -rf var
