@@ -296,7 +296,7 @@ def measure(args, base_url: str, creds: list[dict]) -> dict:
             rng = random.Random(i)
             headers_api = {"Authorization": f"Bearer {cred['token']}"}
             headers_portal = {"Cookie": cred["cookie"]}
-            with httpx.Client(base_url=base_url, timeout=60) as http:
+            with common.http_client(base_url=base_url, timeout=60) as http:
                 for _ in range(per_client):
                     path, portal = endpoints(cred, rng)[name]
                     t0 = time.perf_counter()

@@ -130,6 +130,8 @@ class Stack:
             str(VENV_BIN / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{a.port}",
             "--workers", str(a.web_workers), "--threads", str(a.web_threads), "--worker-class", "gthread",
             "--backlog", "2048", "--timeout", "120", "--log-level", "warning",
+            # Longer than the clients keep idle connections (common.http_client), as behind a proxy.
+            "--keep-alive", "30",
         ])
         wait_for_port(a.port, proc)
         return proc
@@ -229,6 +231,14 @@ def fetch_token(base_url: str, client_id: str, secret: str) -> str:
                           headers={"Authorization": f"Basic {basic}"}, timeout=30)
     response.raise_for_status()
     return response.json()["access_token"]
+
+
+def http_client(**kwargs):
+    """An httpx client that drops idle connections before the server does (no request is
+    ever sent on a connection the server is closing)."""
+    import httpx
+
+    return httpx.Client(limits=httpx.Limits(keepalive_expiry=5.0), **kwargs)
 
 
 def machine() -> str:

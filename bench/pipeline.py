@@ -199,7 +199,7 @@ def run_load(args, base_url: str, token: str, slug: str, patients: list[int], im
 
     def client(i: int):
         headers = {"Authorization": f"Bearer {token}"}
-        with httpx.Client(base_url=base_url, headers=headers, timeout=120) as http:
+        with common.http_client(base_url=base_url, headers=headers, timeout=120) as http:
             k = i
             while time.time() < t_end:
                 name, data = images[k % len(images)]
@@ -271,7 +271,7 @@ def main():
         watcher = Watcher(args, hospital).start()
         # Warm-up: one screening through the whole path (the worker loads the model).
         warm = run_load(argparse.Namespace(**{**vars(args), "clients": 1}), base_url, token, hospital.slug,
-                        patients, images, watcher, time.time() + 0.1, time.time() + 300)
+                        patients, images, watcher, time.time() + 5, time.time() + 300)
         if not warm or warm[0]["pk"] is None or warm[0]["pk"] not in watcher.final:
             print(stack.log_tail("web"), stack.log_tail("worker"), sep="\n")
             raise SystemExit(f"warm-up screening did not finish: {warm}")
@@ -290,6 +290,7 @@ def main():
             outcomes = dict(Screening.objects.filter(created_at__gte=_dt(t_start)).values_list("status")
                             .annotate(n=Count("id")).order_by())
         worker_log = stack.log_tail("worker", 10)
+        web_log = stack.log_tail("web", 10)
     shutil.rmtree(media, ignore_errors=True)
 
     uploads = [r for r in records if r["sent"] >= t_start]
@@ -321,6 +322,8 @@ def main():
           f"(main + pool; pool child {common.mib(rss.peak_children.get('worker', 0)):.0f} MiB)")
     if len(finished) < len(ok):
         print("worker log tail:\n" + worker_log)
+    if errors:
+        print("web log tail:\n" + web_log)
     met = {
         f"ratio {ratio:.2f} >= {TARGETS['ratio']}": ratio >= TARGETS["ratio"],
         f"upload p95 {common.percentile(lat, 95):.0f} ms <= 300": common.percentile(lat, 95) <= TARGETS["upload_p95_ms"],
