@@ -149,6 +149,8 @@ def patient_change_status(request, hospital_slug, pk):
         if request.GET.get("lab_test", "").isdigit():
             initial["lab_test"] = int(request.GET["lab_test"])
         form = StatusChangeForm(initial=initial, patient=patient)
+        # The page names the patient: a read of the record.
+        selectors.patient_audit_read(request=request, patients=[patient], action="view")
     return render(request, "patients/change_status.html", {"form": form, "patient": patient})
 
 
@@ -165,4 +167,6 @@ def labtest_create(request, hospital_slug, pk):
         else:
             messages.success(request, "The lab test was recorded.")
             return redirect("patients:detail", hospital_slug=request.hospital.slug, pk=patient.pk)
+    if request.method == "GET":  # the page names the patient: a read of the record
+        selectors.patient_audit_read(request=request, patients=[patient], action="view")
     return render(request, "patients/labtest_form.html", {"form": form, "patient": patient})
