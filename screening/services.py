@@ -8,6 +8,7 @@ database is the source of truth: `screening_sweep` re-enqueues what the broker l
 import datetime
 import hashlib
 import logging
+import os
 import socket
 
 from django.conf import settings
@@ -101,24 +102,55 @@ def scan_file_intact(*, scan: Scan) -> bool:
     return True
 
 
+def _holder() -> str:
+    """Who holds a claim: this host and process, so a redelivery can tell whether the run
+    it would replace is still going."""
+    return f"{WORKER} pid {os.getpid()}"
+
+
+def _holder_gone(screening: Screening, now: datetime.datetime) -> bool:
+    """Whether the process that claimed this running screening has ended. On this host its
+    process id tells; a claim from another host counts as ended once it is older than the
+    age at which the sweeper also takes running screenings back."""
+    host, _, pid = screening.worker.rpartition(" pid ")
+    if host == WORKER and pid.isdigit():
+        if int(pid) == os.getpid():
+            return True
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    stale = datetime.timedelta(seconds=settings.SCREENING_STALE_RUNNING_SECONDS)
+    return screening.started_at is None or screening.started_at < now - stale
+
+
 def screening_claim(*, screening_id: int, task_id: str) -> Screening | None:
     """Atomically take the job for this delivery: queued -> running, attempts + 1.
 
-    A redelivery of the same task (its worker died) may take a job still marked running
-    under the same task id. Anything else is someone else's or finished: None. Past the
-    maximum attempts the job fails instead of running again (a poison file)."""
+    A redelivery of the same task may take a job still marked running under the same task
+    id when the run that claimed it has ended (its worker died); while that run goes on
+    (the broker handed the message out again after its visibility timeout) the redelivery
+    does nothing. Anything else is someone else's or finished: None. Past the maximum
+    attempts the job fails instead of running again (a poison file)."""
     now = timezone.now()
     with transaction.atomic():
         claimable = Q(status=ScreeningStatus.QUEUED) | Q(status=ScreeningStatus.RUNNING, task_id=task_id)
         screening = Screening.objects.select_for_update().filter(claimable, pk=screening_id).first()
         if screening is None:
             return None
+        if screening.status == ScreeningStatus.RUNNING and not _holder_gone(screening, now):
+            log.warning("screening %s: delivered again while %s still runs it; not run twice", screening.pk,
+                        screening.worker)
+            return None
         if screening.attempts >= settings.SCREENING_MAX_ATTEMPTS:
             screening_finish(screening=screening, status=ScreeningStatus.FAILED,
                              reason=f"Gave up after {screening.attempts} attempts; the last one did not finish.")
             return None
         Screening.objects.filter(pk=screening.pk).update(
-            status=ScreeningStatus.RUNNING, attempts=F("attempts") + 1, task_id=task_id, worker=WORKER,
+            status=ScreeningStatus.RUNNING, attempts=F("attempts") + 1, task_id=task_id, worker=_holder(),
             started_at=now,
         )
     screening.refresh_from_db()
@@ -140,7 +172,7 @@ def screening_claim_batch(*, task_id: str, exclude: int, limit: int) -> list[Scr
         if not ids:
             return []
         Screening.objects.filter(pk__in=ids, status=ScreeningStatus.QUEUED, attempts=0).update(
-            status=ScreeningStatus.RUNNING, attempts=F("attempts") + 1, task_id=task_id, worker=WORKER,
+            status=ScreeningStatus.RUNNING, attempts=F("attempts") + 1, task_id=task_id, worker=_holder(),
             started_at=timezone.now())
         return list(Screening.objects.filter(pk__in=ids, status=ScreeningStatus.RUNNING, task_id=task_id)
                     .select_related("scan", "hospital").order_by("id"))
