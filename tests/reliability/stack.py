@@ -26,6 +26,7 @@ from PIL import Image
 
 from config.celery_app import BROKER_SOCKET_TIMEOUTS
 from config.celery_app import app as celery_app
+from reliability.procs import OwnRedis, free_port, reachable, wait_port  # noqa: F401 - re-exported
 from screening import services
 from screening.models import FINAL_STATUSES, AiResult, Screening
 
@@ -48,46 +49,6 @@ def film_png(seed: int = 0) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def reachable(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def wait_port(port: int, up: bool, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while reachable(port) != up:
-        assert time.monotonic() < deadline, f"{what} did not {'start' if up else 'stop'}"
-        time.sleep(0.05)
-
-
-class OwnRedis:
-    """A throw-away redis-server (no persistence) that a test can stop and restart."""
-
-    def __init__(self, port: int | None = None):
-        self.port, self.proc = port or free_port(), None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port, True, 10, "redis-server")
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
 
 
 class OwnMariaDB:

@@ -282,9 +282,14 @@ def test_injected_out_of_memory_errors_are_recovered_without_restarts(stack, fig
     assert restarts == 0 and t.duplicates == 0 and failed == 0 and seen >= 1
 
 
-def test_hung_inference_is_stopped_by_the_time_limit(stack, figure):
+def test_hung_inference_is_stopped_by_the_time_limit(stack, figure, monkeypatch):
     """E11. Inference that never returns (the delay hook sleeps an hour) under a 4 s soft /
-    8 s hard time limit: the screening ends failed with the reason, the worker goes on."""
+    8 s hard time limit: the screening ends failed with the reason, the worker goes on.
+    (The publisher puts the task's limits in the message, so both sides get them.)"""
+    from screening.tasks import screening_run
+
+    monkeypatch.setattr(screening_run, "soft_time_limit", 4)
+    monkeypatch.setattr(screening_run, "time_limit", 8)
     worker = stack.start(SCREENING_TEST_DELAY_SECONDS=3600,
                          TEST_CELERY_TASK_ANNOTATIONS='{"screening.run": {"soft_time_limit": 4, "time_limit": 8}}')
     started = time.monotonic()

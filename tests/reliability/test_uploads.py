@@ -214,7 +214,7 @@ def test_polyglots_are_refused_and_stored_files_are_served_as_attachments(upload
             inline_html += "html" in r.headers.get("Content-Type", "") or "svg" in r.headers.get("Content-Type", "")
     figure("D4", f"polyglots {len(POLYGLOTS)}; stored as-is {polyglots_stored}; files served {served}; "
                  f"served inline as HTML {inline_html}; responses w/o nosniff+attachment {bad_headers}",
-           polyglots=len(POLYGLOTS), stored=polyglots_stored, served=served, inline_html=inline_html,
+           polyglots=len(POLYGLOTS), stored=polyglots_stored, files_served=served, inline_html=inline_html,
            bad_headers=bad_headers)
     assert response.status_code == 400 and outcome["failed"] == len(POLYGLOTS) and polyglots_stored == 0
     assert inline_html == 0 and bad_headers == 0 and served == 6
@@ -295,7 +295,7 @@ def test_dicom_corpus_is_refused_with_a_reason_or_stored(db, world, settings, fi
     kept = sum(v == "stored" for v in outcome.values())
     figure("D6 upload", f"DICOM corpus {len(files)} (pydicom test files + {len(crafted_dicom())} crafted); "
                         f"stored {kept}; refused with a reason {len(files) - kept - len(unexpected)}; "
-                        f"5xx {len(unexpected)}", corpus=len(files), stored=kept, errors=len(unexpected))
+                        f"5xx {len(unexpected)}", corpus=len(files), kept=kept, errors=len(unexpected))
     assert unexpected == {}
     assert outcome["crafted: DICOMDIR"] == "refused" and outcome["crafted: Rows 65535"] == "refused"
 
