@@ -155,8 +155,8 @@ def turnarounds(*, hospital: Hospital, today: datetime.date) -> list[Turnaround]
     rows = list(Screening.objects.filter(hospital=hospital, created_at__gte=_start_of(_days(today)[0]))
                 .annotate(result_at=Min("results__created_at"), review_at=Min("reviews__reviewed_at"))
                 .values_list("created_at", "result_at", "review_at"))
-    return [_turnaround(_("Upload to AI result"), [(uploaded, result) for uploaded, result, _r in rows]),
-            _turnaround(_("Upload to review"), [(uploaded, review) for uploaded, _r, review in rows])]
+    return [_turnaround(_("AI result"), [(uploaded, result) for uploaded, result, _r in rows]),
+            _turnaround(_("Review"), [(uploaded, review) for uploaded, _r, review in rows])]
 
 
 def format_duration(seconds: float | None) -> str:
