@@ -339,6 +339,14 @@ def train(args: argparse.Namespace) -> Path:
         + ", ".join(f"{c}={int((y_tr == i).sum())}" for i, c in enumerate(CLASSES)))
 
     model = build(args.arch, size)
+    if args.init_from:
+        # A warm restart: start from a trained model's weights (same architecture).
+        start = keras.models.load_model(Path(args.init_from) / cardlib.MODEL_FILE,
+                                        compile=False, safe_mode=True)
+        for layer in model.layers:
+            if layer.weights:
+                layer.set_weights(start.get_layer(layer.name).get_weights())
+        log(f"weights initialised from {args.init_from}")
     flops = count_flops(model)
     log(f"{args.arch}: {model.count_params():,} parameters, {flops / 1e6:.1f} MFLOPs/image")
     trainer = keras.Sequential([keras.Input((size, size, 1)),
@@ -432,6 +440,7 @@ def train(args: argparse.Namespace) -> Path:
                   "n_train": len(tr_idx), "n_val": len(va_idx), "limit": args.limit},
         "training": {"epochs_max": args.epochs, "epochs_run": epochs_run, "best_epoch": best_epoch,
                      "batch_size": args.batch_size, "lr": args.lr, "augment": args.augment,
+                     "init_from": _start_summary(args.init_from),
                      "source_balance": args.source_balance, "epoch_images": steps * args.batch_size,
                      "sampling_shares": weights,
                      "seconds": round(elapsed, 1), "history": {k: [round(float(v), 5) for v in vs]
@@ -452,6 +461,15 @@ def train(args: argparse.Namespace) -> Path:
         f"in {elapsed / 60:.1f} min")
     print(json.dumps({k: val_metrics[k] for k in ("n", "accuracy", "macro_auc", "covid_auc", "ece")}))
     return out
+
+
+def _start_summary(model_dir) -> dict | None:
+    """What a warm restart started from: its card's training entry, without the history."""
+    if not model_dir:
+        return None
+    start = cardlib.read_card(model_dir)
+    return {"name": start.get("name"), "weights_sha256": start.get("weights_sha256"),
+            **{k: v for k, v in start.get("training", {}).items() if k != "history"}}
 
 
 class _TimeBudget:
@@ -499,6 +517,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="use a stratified subset of N images")
     p.add_argument("--time-budget", type=float, default=55.0,
                    help="stop training after this many minutes (0 = none)")
+    p.add_argument("--init-from", default=None,
+                   help="model directory whose weights start the training (warm restart)")
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
     p.add_argument("--no-deterministic", dest="deterministic", action="store_false")
     args = p.parse_args(argv)
