@@ -158,3 +158,37 @@ def test_500_handler_answers_with_the_page(db, rf):
 
     response = handler500(rf.get("/h/alpha/"))
     assert response.status_code == 500 and b"Something went wrong" in response.content
+
+
+# --- Templates: CSP and translation readiness ---------------------------------------------------
+
+def _templates():
+    from pathlib import Path
+
+    from django.conf import settings
+
+    root = Path(settings.BASE_DIR) / "templates"
+    return root, sorted(root.rglob("*.html")) + sorted(root.rglob("*.txt"))
+
+
+def test_no_template_has_inline_script():
+    """The Content-Security-Policy forbids inline script: no script bodies, no on* handler
+    attributes, no javascript: URLs in any template."""
+    import re
+
+    root, paths = _templates()
+    offenders = [str(p.relative_to(root)) for p in paths
+                 if re.search(r"<script(\s[^>]*)?>\s*[^<\s]|\son[a-z]+\s*=|javascript:", p.read_text())]
+    assert paths and offenders == []
+
+
+def test_portal_templates_are_ready_for_translation():
+    """The layout, the error pages and the hospital and patient pages mark their text for
+    translation."""
+    root, paths = _templates()
+    top = {"base.html", "404.html", "403.html", "500.html", "includes/form_fields.html", "includes/pagination.html",
+           "includes/ai_disclaimer.html"}
+    owned = [p for p in paths if p.relative_to(root).parts[0] in {"hospitals", "patients"}
+             or str(p.relative_to(root)) in top]
+    assert len(owned) > 20
+    assert [str(p.relative_to(root)) for p in owned if "{% load i18n" not in p.read_text()] == []
