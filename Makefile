@@ -1,6 +1,7 @@
 # make run  : install, migrate, seed the demo hospitals, start the web server and a worker
 # make test : the whole suite (SQLite, then MariaDB when it is reachable)
 # make bench: the benchmarks (MariaDB on 127.0.0.1:3306 and Redis on 6379; README "Performance")
+# make reliability: the long reliability tiers and one report (README "Security and reliability")
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
@@ -8,7 +9,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 MARIADB_TEST_URL ?= mysql://root@127.0.0.1:3306/hospital
 
-.PHONY: run test install install-mysql migrate seed worker web clean bench
+.PHONY: run test install install-mysql migrate seed worker web clean bench reliability
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +55,13 @@ bench: install-mysql
 	$(PY) bench/ml_inference.py
 	$(PY) bench/pipeline.py --duration $(BENCH_DURATION)
 	$(PY) bench/api_scale.py --reuse
+
+# Every reliability and security figure in var/reliability/report.json, and one summary line:
+# the tests that report figures at full count (RELIABILITY_FULL=1), fuzzing, load, pip-audit.
+# RELIABILITY_ARGS=--quick runs the cheap counts with short fuzzing and load.
+RELIABILITY_ARGS ?=
+reliability: install-mysql
+	$(PY) -m reliability.run $(RELIABILITY_ARGS)
 
 clean:
 	rm -rf var
