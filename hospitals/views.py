@@ -12,13 +12,14 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
 from patients import selectors as patient_selectors
 
 from . import exports, selectors, services
-from .dashboard import dashboard as dashboard_figures
 from .audit import audit_record
+from .dashboard import dashboard as dashboard_figures
 from .decorators import require_action
 from .forms import AuditFilterForm, MemberInviteForm, MemberRoleForm, add_service_errors
 
@@ -77,7 +78,7 @@ def member_invite(request, hospital_slug):
         except ValidationError as exc:
             add_service_errors(form, exc)
         else:
-            messages.success(request, f"Invitation sent to {membership.user.email}.")
+            messages.success(request, _("Invitation sent to %(email)s.") % {"email": membership.user.email})
             return redirect("hospitals:members", hospital_slug=request.hospital.slug)
     return render(request, "hospitals/member_invite.html", {"form": form})
 
@@ -99,15 +100,16 @@ def member_edit(request, hospital_slug, pk):
                 if form.is_valid():
                     services.membership_change_role(membership=member, role=form.cleaned_data["role"],
                                                     actor=request.user, request=request)
-                    done = f"{member.user.email} is now {member.get_role_display().lower()}."
+                    done = _("%(email)s is now %(role)s.") % {"email": member.user.email,
+                                                                  "role": member.get_role_display().lower()}
             elif op == "deactivate":
                 services.membership_deactivate(membership=member, actor=request.user, request=request)
-                done = f"{member.user.email} no longer has access; their sessions were ended."
+                done = _("%(email)s no longer has access; their sessions were ended.") % {"email": member.user.email}
             elif op == "reactivate":
                 services.membership_reactivate(membership=member, actor=request.user, request=request)
-                done = f"{member.user.email} has access again."
+                done = _("%(email)s has access again.") % {"email": member.user.email}
             else:
-                action_errors.append("Unknown operation.")
+                action_errors.append(_("Unknown operation."))
         except ValidationError as exc:
             if op == "role":
                 add_service_errors(form, exc)
@@ -260,6 +262,6 @@ def api_client_revoke(request, hospital_slug, pk):
         except ValidationError as exc:
             messages.error(request, " ".join(exc.messages))
         else:
-            messages.success(request, f"{client.name} was revoked; its tokens no longer work.")
+            messages.success(request, _("%(name)s was revoked; its tokens no longer work.") % {"name": client.name})
         return redirect("hospitals:api_clients", hospital_slug=request.hospital.slug)
     return render(request, "hospitals/api_client_revoke.html", {"client": client})

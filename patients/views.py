@@ -8,6 +8,7 @@ from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils.http import urlencode
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods
 
@@ -76,7 +77,7 @@ def patient_create(request, hospital_slug):
         except ValidationError as exc:
             add_service_errors(form, exc)
         else:
-            messages.success(request, f"{patient.full_name} was registered as suspected.")
+            messages.success(request, gettext("%(name)s was registered as suspected.") % {"name": patient.full_name})
             return redirect("patients:detail", hospital_slug=request.hospital.slug, pk=patient.pk)
     return render(request, "patients/form.html", {"form": form, "patient": None})
 
@@ -110,8 +111,8 @@ def patient_edit(request, hospital_slug, pk):
             except ValidationError as exc:
                 add_service_errors(form, exc)
             else:
-                messages.success(request, "The patient's details were saved." if form.has_changed()
-                                 else "Nothing was changed.")
+                messages.success(request, gettext("The patient's details were saved.") if form.has_changed()
+                                 else gettext("Nothing was changed."))
                 return redirect("patients:detail", hospital_slug=request.hospital.slug, pk=patient.pk)
     else:
         form = PatientForm(initial=patient_initial(patient))
@@ -137,7 +138,8 @@ def patient_change_status(request, hospital_slug, pk):
             except ValidationError as exc:
                 add_service_errors(form, exc)
             else:
-                messages.success(request, f"Status changed to {Status(data['to_status']).label.lower()}.")
+                messages.success(request, gettext("Status changed to %(status)s.")
+                                 % {"status": Status(data["to_status"]).label.lower()})
                 return redirect("patients:detail", hospital_slug=request.hospital.slug, pk=patient.pk)
     else:
         # Pre-filled from the suggestion link on the patient page; the clinician still decides.
@@ -165,7 +167,7 @@ def labtest_create(request, hospital_slug, pk):
         except ValidationError as exc:
             add_service_errors(form, exc)
         else:
-            messages.success(request, "The lab test was recorded.")
+            messages.success(request, gettext("The lab test was recorded."))
             return redirect("patients:detail", hospital_slug=request.hospital.slug, pk=patient.pk)
     if request.method == "GET":  # the page names the patient: a read of the record
         selectors.patient_audit_read(request=request, patients=[patient], action="view")
