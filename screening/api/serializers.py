@@ -38,9 +38,24 @@ class AiResultSerializer(serializers.ModelSerializer):
         return DISCLAIMER
 
 
+@extend_schema_field(AiResultSerializer(allow_null=True))
+class LatestResultField(serializers.Field):
+    """A screening's newest AI result (from the prefetched `results`), nested. The nested
+    serializer is built once per list, not once per row (building one costs more than
+    rendering the row)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(source="*", read_only=True, **kwargs)
+        self.result_serializer = AiResultSerializer()
+
+    def to_representation(self, screening):
+        results = sorted(screening.results.all(), key=lambda r: r.created_at, reverse=True)
+        return self.result_serializer.to_representation(results[0]) if results else None
+
+
 class ScreeningSerializer(serializers.ModelSerializer):
     scan = ScanSerializer(read_only=True)
-    result = serializers.SerializerMethodField(help_text="The newest AI result, once the screening is done.")
+    result = LatestResultField(help_text="The newest AI result, once the screening is done.")
     reviews = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
     is_final = serializers.BooleanField(read_only=True)
 
@@ -49,11 +64,6 @@ class ScreeningSerializer(serializers.ModelSerializer):
         fields = ["id", "patient", "status", "is_final", "reason", "attempts", "created_at", "enqueued_at",
                   "started_at", "finished_at", "scan", "result", "reviews"]
         read_only_fields = fields
-
-    @extend_schema_field(AiResultSerializer(allow_null=True))
-    def get_result(self, screening):
-        results = sorted(screening.results.all(), key=lambda r: r.created_at, reverse=True)
-        return AiResultSerializer(results[0]).data if results else None
 
 
 class ScreeningStatusSerializer(serializers.ModelSerializer):
