@@ -26,8 +26,10 @@ The pipeline, in the order it runs:
 6. **Model input** (:func:`prepare`): the image is squashed to a square (the
    redistributed training sources were already squashed, so we do the same to
    everything rather than learn "aspect ratio = source"), resized with an
-   antialiasing filter and contrast-normalised by a per-image percentile
-   stretch (:func:`normalize`).  The result is a float32 ``(size, size, 1)``
+   antialiasing filter and contrast-normalised (:func:`normalize`): a
+   per-image percentile stretch followed by histogram equalisation, so every
+   image reaches the network with the same intensity distribution whatever
+   the hospital's exposure, detector curve or post-processing.  The result is a float32 ``(size, size, 1)``
    array in [0, 1]; the scaling to the network's range happens inside the
    saved Keras model.
 """
@@ -42,7 +44,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-PREPROCESSING_VERSION = "cxr-pre-1.0"
+PREPROCESSING_VERSION = "cxr-pre-2.0"
 
 #: Largest image accepted, in pixels (rows x columns x frames).  A 43x43 cm
 #: detector at 100 micron pitch is ~18.5 Mpx; 50 Mpx leaves ample headroom.
@@ -194,13 +196,31 @@ def prepare(image: DecodedImage | np.ndarray, size: int) -> np.ndarray:
 
 
 def normalize(pixels: np.ndarray) -> np.ndarray:
-    """Per-image percentile contrast stretch of a [0, 1] grayscale image.
+    """Per-image contrast normalisation of a [0, 1] grayscale image: the
+    model's input intensities.
 
     Different hospitals, detectors and redistributors deliver very different
-    exposure and windowing; stretching the 1st-99th percentiles to [0, 1]
-    removes most of that before the network sees the image.  Raises
-    ``ValueError`` for input outside [0, 1] (for example 0-255 data passed by
-    mistake) or for non-finite values.
+    exposure, windowing and tone curves, and a network readily learns to
+    recognise the source from them instead of the lungs.  After the
+    percentile stretch (:func:`contrast_stretch`) the histogram is equalised:
+    each pixel becomes the share of pixels darker than it (ties share their
+    mid-rank).  Every image thus has the same, uniform intensity histogram;
+    any monotone tone curve is undone and only the spatial pattern remains.
+    """
+    x = contrast_stretch(pixels)
+    if not x.any():
+        return x  # constant image; the quality gate refuses it
+    values, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    mid_rank = (np.cumsum(counts) - counts / 2.0) / x.size
+    return mid_rank[inverse].reshape(x.shape).astype(np.float32)
+
+
+def contrast_stretch(pixels: np.ndarray) -> np.ndarray:
+    """Stretch the 1st-99th percentiles of a [0, 1] image to [0, 1] (so a few
+    saturated pixels or burnt-in labels do not set the range); a constant
+    image becomes zeros.  Suited to display.  Raises ``ValueError`` for input
+    outside [0, 1] (for example 0-255 data passed by mistake) or for
+    non-finite values.
     """
     x = np.asarray(pixels, dtype=np.float32)
     if x.size == 0 or not np.all(np.isfinite(x)):
@@ -212,7 +232,7 @@ def normalize(pixels: np.ndarray) -> np.ndarray:
         )
     lo, hi = np.percentile(x, [STRETCH_LOW, STRETCH_HIGH])
     if hi - lo < 1e-6:
-        return np.zeros_like(x)  # constant image; the quality gate refuses it
+        return np.zeros_like(x)
     return np.clip((x - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 

@@ -3,11 +3,12 @@
 Golden tolerances (model input in [0, 1], 128 x 128):
 * lossless encodings (8-bit PNG, 16-bit PNG, DICOM MONOCHROME2 and
   MONOCHROME1 at 12 bits stored) differ from the 16-bit reference by at most
-  0.005 (max abs) and 0.001 (mean abs): 8-bit quantisation is 1/510 before
-  the contrast stretch (measured: 0.0018 / 0.0003 for 8-bit PNG, 0.0001 for
-  DICOM);
+  0.01 (max abs) and 0.001 (mean abs): 8-bit quantisation is 1/510 before
+  the contrast stretch, and histogram equalisation turns it into a rank
+  shift among near-equal pixels (measured: 0.0053 / 0.0004 for 8-bit PNG,
+  0.0052 / 0.00004 for DICOM);
 * JPEG (quality 95, also EXIF-rotated) by at most 0.02 max abs and 0.003 mean
-  (measured: 0.005 / 0.0008);
+  (measured: 0.008 / 0.001);
 * the shipped model gives the same label for all six, with class
   probabilities within 0.03.
 """
@@ -135,7 +136,7 @@ def test_golden_tensors_agree(which, encodings, real_encodings):
         diff = np.abs(x - ref)
         report[name] = (float(diff.max()), float(diff.mean()))
         lossy = name.startswith("jpeg")
-        assert diff.max() <= (0.02 if lossy else 0.005), (name, report[name])
+        assert diff.max() <= (0.02 if lossy else 0.01), (name, report[name])
         assert diff.mean() <= (0.003 if lossy else 0.001), (name, report[name])
     print(f"golden ({which}) max/mean abs diff vs 16-bit PNG:", report)
 
@@ -263,6 +264,17 @@ def test_normalize_rejects_out_of_range():
         normalize(np.array([[0.0, np.nan]]))
     x = normalize(np.linspace(0.2, 0.6, 100).reshape(10, 10))
     assert 0.0 <= x.min() and x.max() <= 1.0
+
+
+def test_normalize_equalises_and_undoes_tone_curves(chest):
+    """Every prepared image has a uniform histogram, so exposure, gamma or a
+    detector's tone curve (any monotone map) cannot tell sources apart."""
+    x = normalize(chest)
+    assert abs(float(x.mean()) - 0.5) < 0.01
+    assert np.allclose(np.quantile(x, [0.1, 0.5, 0.9]), [0.1, 0.5, 0.9], atol=0.02)
+    for curve in (lambda v: v ** 2.2, lambda v: 0.2 + 0.5 * np.sqrt(v)):
+        assert np.abs(normalize(curve(chest)) - x).max() < 1e-3
+    assert not normalize(np.full((8, 8), 0.4)).any()  # constant: zeros
 
 
 def test_arrays_and_pil_take_the_same_path(chest):
