@@ -3,7 +3,7 @@ the live server): the upload page's progress and per-file outcomes, and the scre
 page updating itself from queued to done without a reload, the heatmap switch, a
 radiologist's review and a clinician applying the suggested status.
 
-The screenshot of the screening page with the heatmap shown goes to /tmp/screening.png."""
+The screenshot of the screening page with the heatmap shown goes to the screenshots folder."""
 
 import datetime
 
@@ -17,10 +17,12 @@ from patients.services import labtest_create
 from screening import services
 from screening.models import Review, Scan, Screening
 
-from ..factories import PASSWORD, MembershipFactory, PatientFactory, UserFactory
-from .conftest import FILM
+from tests.factories import PASSWORD, MembershipFactory, PatientFactory, UserFactory
+from tests.screening.conftest import FILM
 
-SCREENSHOT = "/tmp/screening.png"
+from .conftest import SCREENSHOTS
+
+SCREENSHOT = str(SCREENSHOTS / "screening-pages-heatmap.png")
 
 pytestmark = pytest.mark.browser
 
@@ -105,8 +107,7 @@ def test_screening_page_updates_live_then_review_and_apply(team, live_server, br
     assert "2024.06-b1" in page.inner_text(".ai-result")
 
     page.check("#heatmap-toggle")
-    page.wait_for_function("document.querySelector('.cxr-heatmap').complete"
-                           " && document.querySelector('.cxr-heatmap').naturalWidth > 0")
+    assert page.locator(".cxr-heatmap").evaluate("img => img.decode().then(() => img.naturalWidth)") > 0
     assert page.is_visible(".cxr-heatmap") and not page.is_visible(".cxr-image")
     page.screenshot(path=SCREENSHOT, full_page=True)
     page.uncheck("#heatmap-toggle")

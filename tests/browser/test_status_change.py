@@ -10,8 +10,10 @@ from django_scopes import scope
 from hospitals.models import Hospital
 from patients.models import Patient, Status
 
+from .conftest import SCREENSHOTS
+
 PASSWORD = "browser-demo-password-7"
-SCREENSHOT = "/tmp/portal.png"
+SCREENSHOT = str(SCREENSHOTS / "status-change-patient.png")
 
 pytestmark = pytest.mark.browser
 
