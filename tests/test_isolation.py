@@ -28,7 +28,7 @@ from django_scopes import scope
 from hospitals.api.services import partner_client_create
 from hospitals.audit import chain_name
 
-from hospitals.models import AuditEvent, Hospital, Membership, User
+from hospitals.models import AuditEvent, Hospital, Membership, PartnerClient, User
 from patients.models import LabTest, Patient, StatusChange
 from screening.models import AiResult, Review, Scan, Screening
 from webhooks.models import Attempt, Delivery, Endpoint
@@ -87,12 +87,17 @@ PORTAL_POST = {
 }
 
 
+# Other URL keywords of a route (not an object id).
+PORTAL_FIXED_KWARGS = {"hospitals:export_csv": {"what": "patients"}}
+
+
 def portal_kwargs(name, pk) -> dict:
     return {PORTAL_ID_KWARG.get(name, "pk"): pk}
 
 
 def portal_url(name, slug, pk=None) -> str:
-    return reverse(name, kwargs={"hospital_slug": slug, **(portal_kwargs(name, pk) if pk is not None else {})})
+    return reverse(name, kwargs={"hospital_slug": slug, **PORTAL_FIXED_KWARGS.get(name, {}),
+                                 **(portal_kwargs(name, pk) if pk is not None else {})})
 
 
 def walk(patterns=None, prefix="", namespace=""):
@@ -234,7 +239,27 @@ def build_matrix(a, b) -> list[Probe]:
                             + f"?q={quote(term)}", None, "admin", term=term))
     probes.append(Probe("GET", reverse("hospitals:audit_export", kwargs={"hospital_slug": b.hospital.slug}), None,
                         "admin"))
+    for what in ("patients", "screenings"):  # B's own exports hold none of A's rows
+        probes.append(Probe("GET", reverse("hospitals:export_csv", kwargs={"hospital_slug": b.hospital.slug,
+                                                                           "what": what}), None, "admin"))
     return probes
+
+
+def tenant_snapshot(hospital) -> str:
+    """A hash of every row of every model with a hospital key, of one hospital: a write that
+    reached any of them changes it."""
+    import hashlib
+
+    from django.apps import apps
+    from django_scopes import scopes_disabled
+
+    digest = hashlib.sha256()
+    with scopes_disabled():
+        for model in sorted(apps.get_models(), key=lambda m: m._meta.label):
+            if any(f.is_relation and f.related_model is Hospital for f in model._meta.fields):
+                rows = model._base_manager.filter(hospital=hospital).order_by("pk").values()
+                digest.update(f"{model._meta.label}{list(rows)!r}".encode())
+    return digest.hexdigest()
 
 
 def body_of(response) -> str:
@@ -249,7 +274,12 @@ def send(client, probe_method, url, data):
     return client.post(url, data, follow=True)
 
 
-def test_cross_tenant_matrix(worlds):
+# The kinds of tenant objects the matrix aims at (portal objects and every admin model).
+OBJECT_TYPES = {Hospital, User, Membership, AuditEvent, Patient, LabTest, StatusChange, Scan, Screening, AiResult,
+                Review, Endpoint, Delivery, Attempt, PartnerClient}
+
+
+def test_cross_tenant_matrix(worlds, figure):
     a, b = worlds
     clients = {}
     for role, user in (("admin", b.admin), ("clinician", b.clinician)):
@@ -258,6 +288,7 @@ def test_cross_tenant_matrix(worlds):
     probes = build_matrix(a, b)
     leaks: list[str] = []
     a_chain = chain_name(a.hospital.pk)
+    before = tenant_snapshot(a.hospital)
     for probe in probes:
         client = clients[probe.attacker]
         response = send(client, probe.method, probe.url, probe.data)
@@ -285,8 +316,22 @@ def test_cross_tenant_matrix(worlds):
     for probe in probes:
         if probe.control is not None:
             by_route.setdefault(resolve(probe.url.split("?")[0]).route, set()).add(probe.attacker)
-    print(f"\ncross-tenant reads attempted: {len(probes)}; leaks {len(leaks)}")
+    routes = {resolve(p.url.split("?")[0]).route for p in probes}
+    writes = [p for p in probes if p.method == "POST"]
+    changed = tenant_snapshot(a.hospital) != before
+    types = len(OBJECT_TYPES | set(a.platform))
+    figure("A1 portal+admin", f"cross-tenant reads attempted: {len(routes)} routes x {types} object types "
+           f"x 2 roles = {len(probes)} requests; leaks {len(leaks)}", routes=len(routes),
+           object_types=types, roles=2, requests=len(probes), leaks=len(leaks))
+    figure("A2 portal+admin", f"cross-tenant writes attempted: {len(writes)} (POST to every portal and admin route "
+           f"with A's ids, B's roles); rows of A changed {int(changed)}", writes=len(writes), changed=int(changed))
+    admin_probes = [p for p in probes if p.url.startswith("/admin/")]
+    figure("A6", f"ModelAdmins {len(admin.site._registry)} x surfaces (change, history, delete, bare id, "
+           f"view-on-site, autocomplete, search) checked in {len(admin_probes)} requests; other hospital's objects visible "
+           f"{sum(1 for leak in leaks if '/admin/' in leak)}", model_admins=len(admin.site._registry),
+           requests=len(admin_probes))
     assert not leaks, "\n".join(leaks)
+    assert not changed, "a cross-tenant request changed hospital A's rows"
     assert len(probes) > 300
 
 
@@ -322,6 +367,11 @@ def test_object_routes_answer_404_to_an_allowed_attacker(worlds):
             assert client.post(url, {"post": "yes"}).status_code == 404, url
 
 
+def without_csrf(response) -> str:
+    """The page without its CSRF token (masked differently in every response)."""
+    return re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", response.content.decode())
+
+
 def test_a_hospital_that_does_not_exist_and_one_you_are_not_in_look_the_same(worlds):
     a, b = worlds
     client = Client()
@@ -331,7 +381,7 @@ def test_a_hospital_that_does_not_exist_and_one_you_are_not_in_look_the_same(wor
                  "webhooks/", f"webhooks/{a.endpoint.pk}/", f"webhooks/deliveries/{a.delivery.pk}/"):
         foreign, missing = client.get(f"/h/alpha/{path}"), client.get(f"/h/{NO_SUCH_SLUG}/{path}")
         assert foreign.status_code == missing.status_code == 404
-        assert foreign.content == missing.content
+        assert without_csrf(foreign) == without_csrf(missing)
 
 
 def test_every_route_with_an_id_or_slug_is_in_the_matrix(worlds):
