@@ -67,7 +67,7 @@ class OwnMariaDB:
         self.log = root / "mariadbd.log"
 
     def install(self):
-        subprocess.run(["mariadb-install-db", f"--datadir={self.datadir}", "--auth-root-authentication-method=normal",
+        subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={self.datadir}", "--auth-root-authentication-method=normal",
                         "--skip-test-db", "--user=" + os.environ.get("USER", "root")],
                        check=True, capture_output=True, timeout=120)
 
@@ -81,10 +81,24 @@ class OwnMariaDB:
         wait_port(self.port, True, 60, "mariadbd")
 
     def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+        """SIGKILL the server, whichever process started it (its pid file says)."""
+        pidfile = self.root / "mysqld.pid"
+        if pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        if self.proc:
             self.proc.wait(30)
-        wait_port(self.port, False, 10, "mariadbd")
+        wait_port(self.port, False, 30, "mariadbd")
+        pidfile.unlink(missing_ok=True)
+
+    @classmethod
+    def attach(cls, root: Path, port: int) -> "OwnMariaDB":
+        """The server another process started under `root` on `port`."""
+        server = cls(root)
+        server.port = port
+        return server
 
     def url(self, name: str) -> str:
         return f"mysql://root@127.0.0.1:{self.port}/{name}"

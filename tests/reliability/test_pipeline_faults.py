@@ -290,6 +290,7 @@ def test_hung_inference_is_stopped_by_the_time_limit(stack, figure, monkeypatch)
 
     monkeypatch.setattr(screening_run, "soft_time_limit", 4)
     monkeypatch.setattr(screening_run, "time_limit", 8)
+    monkeypatch.setattr(screening_run, "_exec_options", None)  # Celery caches the publishing options
     worker = stack.start(SCREENING_TEST_DELAY_SECONDS=3600,
                          TEST_CELERY_TASK_ANNOTATIONS='{"screening.run": {"soft_time_limit": 4, "time_limit": 8}}')
     started = time.monotonic()
