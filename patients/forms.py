@@ -4,6 +4,7 @@ same form (see `hospitals.forms.add_service_errors`)."""
 
 from django import forms
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from . import selectors
 from .models import LabResult, LabTestType, Patient, Status, StatusSource
@@ -34,11 +35,11 @@ def patient_initial(patient: Patient) -> dict:
 
 
 class PatientSearchForm(forms.Form):
-    q = forms.CharField(required=False, max_length=100, label="Name or MRN",
-                        widget=forms.TextInput(attrs={"type": "search", "placeholder": "Name or MRN"}))
-    status = forms.ChoiceField(required=False, choices=[("", "Any status"), *Status.choices])
-    awaiting_review = forms.BooleanField(required=False, label="Awaiting review",
-                                         help_text="A screening with an AI result that nobody has reviewed yet.")
+    q = forms.CharField(required=False, max_length=100, label=_("Name or MRN"),
+                        widget=forms.TextInput(attrs={"type": "search", "placeholder": _("Name or MRN")}))
+    status = forms.ChoiceField(required=False, label=_("Status"), choices=[("", _("Any status")), *Status.choices])
+    awaiting_review = forms.BooleanField(required=False, label=_("Awaiting review"),
+                                         help_text=_("A screening with an AI result that nobody has reviewed yet."))
 
 
 class StatusChoiceField(forms.ChoiceField):

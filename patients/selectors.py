@@ -65,15 +65,6 @@ def patient_lab_tests(*, patient: Patient):
     return patient.lab_tests.select_related("recorded_by").order_by("-sample_date", "-id")
 
 
-def status_counts(*, hospital: Hospital) -> dict[str, int]:
-    from django.db.models import Count
-
-    rows = Patient.objects.filter(hospital=hospital).values("status").annotate(n=Count("id"))
-    counts = {s: 0 for s in Status.values}
-    counts.update({row["status"]: row["n"] for row in rows})
-    return counts
-
-
 def suggested_status(*, patient: Patient) -> str | None:
     """What the latest lab result suggests, if it suggests a move the state machine allows.
     Only a suggestion: a clinician records the change."""
