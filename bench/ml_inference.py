@@ -11,7 +11,8 @@ machine load, it prints:
   2500x2500 16-bit PNG made here, or the file given with --image;
 * the same plus the Grad-CAM overlay (what the worker stores per screening), and the
   decode alone (common to both backends);
-* throughput (images/s) of the model at batch 1, 8 and 32;
+* throughput (images/s) of the model at batch 1, 8 and 32, and the CPU time per image
+  (all threads: the work done, which other processes' load does not inflate);
 * the model's FLOPs per image against this machine's measured float32 matmul GFLOP/s,
   i.e. the fraction of the physical limit each backend reaches;
 * the largest difference in probabilities between the backends on the same inputs.
@@ -42,16 +43,19 @@ def percentiles(ts):
     return float(np.percentile(a, 50)), float(np.percentile(a, 95))
 
 
-def timed(fn, repeats: int) -> list[float]:
+def timed(fn, repeats: int, cpu: list | None = None) -> list[float]:
+    """Wall-clock seconds of each call; the process CPU seconds (all threads) go to `cpu`."""
     ts = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
         ts.append(time.perf_counter() - t)
+        if cpu is not None:
+            cpu.append(time.process_time() - c)
     return ts
 
 
-def interleaved(fns: dict, repeats: int, rounds: int = 5) -> dict[str, list[float]]:
+def interleaved(fns: dict, repeats: int, rounds: int = 5, cpu: dict | None = None) -> dict[str, list[float]]:
     """Time each function `repeats` times, in `rounds` alternating rounds (after one
     warm-up call each), so that every backend meets the same machine load."""
     for fn in fns.values():
@@ -60,7 +64,7 @@ def interleaved(fns: dict, repeats: int, rounds: int = 5) -> dict[str, list[floa
     per_round = max(1, repeats // rounds)
     for _ in range(rounds):
         for name, fn in fns.items():
-            out[name] += timed(fn, per_round)
+            out[name] += timed(fn, per_round, None if cpu is None else cpu.setdefault(name, []))
     return out
 
 
@@ -81,10 +85,11 @@ def synthetic_png(size: int = 2500, seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def matmul_gflops(n: int = 1024, seconds: float = 2.0) -> dict[str, float]:
-    """Float32 GFLOP/s of this machine's matmul on all cores, TensorFlow's (oneDNN/Eigen)
-    and numpy's (BLAS): the best single 1024x1024 product over `seconds` (on a shared
-    machine the best burst is the closest to the physical limit)."""
+def matmul_gflops(n: int = 1024, seconds: float = 2.0) -> dict[str, tuple[float, float]]:
+    """Float32 matmul rates of this machine, TensorFlow's (oneDNN/Eigen) and numpy's
+    (BLAS), on all cores: (GFLOP/s of wall-clock time, GFLOP per CPU-second). Each is
+    the best single 1024x1024 product over `seconds`: on a shared machine the best burst
+    is the closest to the physical limit, and CPU time is not inflated by other load."""
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
@@ -94,12 +99,13 @@ def matmul_gflops(n: int = 1024, seconds: float = 2.0) -> dict[str, float]:
     out = {}
     for name, fn in (("tensorflow", lambda: f(ta, tb).numpy()), ("numpy", lambda: a @ b)):
         fn()
-        best, t0 = float("inf"), time.perf_counter()
+        wall, cpu = [], []
+        t0 = time.perf_counter()
         while time.perf_counter() - t0 < seconds:
-            t = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - t)
-        out[name] = 2.0 * n**3 / best / 1e9
+            timed(fn, 1, cpu)
+            wall.append(time.perf_counter() - t0)
+        walls = np.diff([0.0] + wall)
+        out[name] = (2.0 * n**3 / min(walls) / 1e9, 2.0 * n**3 / max(min(cpu), 1e-9) / 1e9)
     return out
 
 
@@ -183,26 +189,33 @@ def main(argv=None) -> int:
           f"{grad[0]:.1f} / {grad[1]:.1f} ms")
 
     flops = count_flops(ref)
-    gf = matmul_gflops()
-    peak = max(gf.values())
-    print(f"\nthroughput (images/s; GFLOP/s; share of the {peak:.0f} GFLOP/s matmul peak) "
-          f"at {flops / 1e6:.1f} MFLOPs/image, {ref.count_params():,} parameters")
+    rates = matmul_gflops()
+    peak = max(w for w, _ in rates.values())
+    per_cpu = max(c for _, c in rates.values())
+    print(f"\nthroughput at {flops / 1e6:.1f} MFLOPs/image ({ref.count_params():,} parameters): images/s, GFLOP/s "
+          f"and share of the {peak:.0f} GFLOP/s matmul peak; CPU time per image (all threads; other load does "
+          f"not inflate it) and the share of the matmul's {per_cpu:.0f} GFLOP per CPU-second it reaches")
     for n in BATCHES:
         xb = x[:n]
-        ts = interleaved({b: (lambda pr=pr: pr._run(xb)) for b, pr in preds.items()}, max(10, 320 // n))
+        cpu: dict[str, list[float]] = {}
+        ts = interleaved({b: (lambda pr=pr: pr._run(xb)) for b, pr in preds.items()}, max(10, 320 // n), cpu=cpu)
         cells = []
         for b in preds:
             ips = n / float(np.median(ts[b]))
-            summary[b][f"ips_{n}"] = ips
-            cells.append(f"{b} {ips:7.1f} ({flops * ips / 1e9:6.1f}; {100 * flops * ips / 1e9 / peak:4.1f}%)")
+            cpu_ms = 1000 * float(np.median(cpu[b])) / n
+            summary[b][f"ips_{n}"], summary[b][f"cpu_{n}"] = ips, cpu_ms
+            cells.append(f"{b} {ips:6.0f}/s ({flops * ips / 1e9:5.1f}; {100 * flops * ips / 1e9 / peak:3.0f}%) "
+                         f"CPU {cpu_ms:4.2f} ms ({100 * flops / (cpu_ms / 1000) / 1e9 / per_cpu:3.0f}%)")
         print(f"  batch {n:2d}: " + "   ".join(cells))
-    print("measured float32 matmul peak (best 1024x1024 product, all cores): "
-          + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in gf.items()))
+    print("measured float32 matmul (best 1024x1024 product, all cores): "
+          + ", ".join(f"{k} {w:.1f} GFLOP/s, {c:.1f} GFLOP per CPU-second" for k, (w, c) in rates.items()))
 
     best = max(summary, key=lambda b: summary[b]["ips_1"])
     parts = [f"{b}: model p50 {v['model_p50']:.2f} ms, full-size p50 {v['e2e_p50']:.0f} ms, "
-             f"{v['ips_1']:.0f}/{v['ips_8']:.0f}/{v['ips_32']:.0f} img/s at 1/8/32, "
-             f"{100 * flops * max(v['ips_1'], v['ips_8'], v['ips_32']) / 1e9 / peak:.0f}% of peak"
+             f"{v['ips_1']:.0f}/{v['ips_8']:.0f}/{v['ips_32']:.0f} img/s at 1/8/32 "
+             f"(CPU {v['cpu_1']:.1f}/{v['cpu_8']:.1f}/{v['cpu_32']:.1f} ms/image), "
+             f"{100 * flops / (min(v['cpu_1'], v['cpu_8'], v['cpu_32']) / 1000) / 1e9 / per_cpu:.0f}% of the "
+             f"matmul rate per CPU-second"
              for b, v in summary.items()]
     print(f"\nSUMMARY ml_inference: {'; '.join(parts)}; max abs diff {diff:.1e}; fastest at batch 1: {best}")
     return 0
