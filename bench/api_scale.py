@@ -13,8 +13,9 @@ with `--clients` concurrent clients, each bound to one of the largest hospitals:
 * a patient's history; the screening list with `updated_since` (the last day);
 * the FHIR Patient search (`_lastUpdated`); the dashboard page (a logged-in session).
 
-For each: p50/p95 latency, errors and database queries per request (a counting
-middleware, bench/settings.py). `--explain` prints MariaDB's EXPLAIN of every query
+For each: p50/p95 latency, the time spent in the database (p50), errors and database
+queries per request (a counting middleware, bench/settings.py); first with one client
+at a time (the service time), then with the concurrent clients. `--explain` prints MariaDB's EXPLAIN of every query
 that the API's and the portal's filters and orderings run, and flags full scans of
 the big tables. Needs MariaDB and Redis (see README "Performance")."""
 
@@ -287,7 +288,7 @@ def measure(args, base_url: str, creds: list[dict]) -> dict:
     names = list(endpoints(creds[0], random.Random(0)))
     out = {}
     for name in names:
-        latencies, queries, errors = [], [], []
+        latencies, queries, db_ms, errors = [], [], [], []
         lock = threading.Lock()
         per_client = max(1, args.requests // args.clients)
 
@@ -312,6 +313,7 @@ def measure(args, base_url: str, creds: list[dict]) -> dict:
                         latencies.append(dt * 1000)
                         if r is not None:
                             queries.append(int(r.headers.get("X-Bench-Queries", -1)))
+                            db_ms.append(float(r.headers.get("X-Bench-DB-ms", "nan")))
                             if not ok:
                                 errors.append(f"{r.status_code} {path}")
 
@@ -323,10 +325,12 @@ def measure(args, base_url: str, creds: list[dict]) -> dict:
             th.join()
         wall = time.perf_counter() - t0
         out[name] = {"p50": common.percentile(latencies, 50), "p95": common.percentile(latencies, 95),
-                     "n": len(latencies), "errors": len(errors), "rps": len(latencies) / wall,
+                     "db_p50": common.percentile(db_ms, 50), "n": len(latencies), "errors": len(errors),
+                     "rps": len(latencies) / wall,
                      "queries": sorted(set(queries)), "first_error": errors[0] if errors else ""}
         r = out[name]
-        print(f"  {name:28s} p50 {r['p50']:7.1f} ms  p95 {r['p95']:7.1f} ms  {r['rps']:6.1f} req/s  "
+        print(f"  {name:28s} p50 {r['p50']:7.1f} ms  p95 {r['p95']:7.1f} ms  (database p50 {r['db_p50']:6.1f} ms)  "
+              f"{r['rps']:6.1f} req/s  "
               f"queries/request {','.join(map(str, r['queries']))}  errors {r['errors']}"
               + (f" ({r['first_error']})" if r["errors"] else ""), flush=True)
     return out
@@ -367,7 +371,8 @@ def explain_paths(cred: dict) -> list[str]:
     paths += [f"{fhir}/Media?{q}" for q in ("", "patient=42")]
     paths += [f"{fhir}/Condition?{q}" for q in ("", "patient=42", "clinical-status=active")]
     paths += [f"{fhir}/Device"]
-    paths += [f"/h/{slug}/", f"/h/{slug}/patients/", f"/h/{slug}/patients/?q=Smith", f"/h/{slug}/patients/?status=infected",
+    paths += [f"/h/{slug}/", f"/h/{slug}/patients/", f"/h/{slug}/patients/?q=Smith",
+              f"/h/{slug}/patients/?status=infected",
               f"/h/{slug}/screenings/", f"/h/{slug}/screenings/?status=queued", f"/h/{slug}/screenings/review/"]
     return paths
 

@@ -257,7 +257,7 @@ def machine() -> str:
 
 class QueryCountMiddleware:
     """Benchmarks only (bench/settings.py): the number of database queries of the request
-    in an `X-Bench-Queries` response header."""
+    and the milliseconds spent in them, in `X-Bench-Queries` and `X-Bench-DB-ms` headers."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -265,13 +265,18 @@ class QueryCountMiddleware:
     def __call__(self, request):
         from django.db import connection
 
-        count = [0]
+        count, seconds = [0], [0.0]
 
         def counter(execute, sql, params, many, context):
             count[0] += 1
-            return execute(sql, params, many, context)
+            t0 = time.perf_counter()
+            try:
+                return execute(sql, params, many, context)
+            finally:
+                seconds[0] += time.perf_counter() - t0
 
         with connection.execute_wrapper(counter):
             response = self.get_response(request)
         response["X-Bench-Queries"] = str(count[0])
+        response["X-Bench-DB-ms"] = f"{seconds[0] * 1000:.1f}"
         return response

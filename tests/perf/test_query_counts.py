@@ -47,7 +47,8 @@ def add_records(hospital, user, patient, n: int, *, dicom: bool = False) -> None
             AiResult(hospital=hospital, patient=patient, screening=s, label="covid",
                      probabilities={"covid": 0.9, "pneumonia": 0.05, "normal": 0.05}, covid_probability=0.9,
                      covid_positive=True, decision="covid_suspected", threshold=0.5, model_name="cxrnet",
-                     model_version="1", model_sha256=f"{next(_serial):064x}", preprocessing_version="pp", input_sha256="cd" * 32,
+                     model_version="1", model_sha256=f"{next(_serial):064x}", preprocessing_version="pp",
+                     input_sha256="cd" * 32,
                      timings_ms={}, worker="w") for s in screenings)
         Review.objects.bulk_create(
             Review(hospital=hospital, patient=patient, screening=r.screening, result=r, decision="confirm",
