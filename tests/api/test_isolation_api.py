@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from hospitals.models import Role
 from tests.factories import add_screening, hospital_world
-from tests.test_isolation import walk
+from tests.test_isolation import tenant_snapshot, walk
 
 MISSING = 987654321
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -76,9 +76,10 @@ def test_every_api_route_is_in_the_table():
     assert not set(API_ROUTES) - names, f"stale entries: {sorted(set(API_ROUTES) - names)}"
 
 
-def test_hospital_a_credentials_never_reach_hospital_b(worlds, attackers):
+def test_hospital_a_credentials_never_reach_hospital_b(worlds, attackers, figure):
     a, b = worlds
-    leaks, probes = [], 0
+    leaks, probes, writes = [], 0, 0
+    before = tenant_snapshot(b.hospital)
     for who, api in attackers.items():
         for name, object_of in API_ROUTES.items():
             for method in METHODS:
@@ -86,6 +87,7 @@ def test_hospital_a_credentials_never_reach_hospital_b(worlds, attackers):
                 url = api_url(name, "beta", object_of(b).pk if object_of else None)
                 response = send(api, method, url)
                 probes += 1
+                writes += method != "get"
                 if response.status_code != 404 or response["Content-Type"] != "application/problem+json":
                     leaks.append(f"{who} {method} {url}: {response.status_code}")
                 if object_of is None:
@@ -94,6 +96,7 @@ def test_hospital_a_credentials_never_reach_hospital_b(worlds, attackers):
                 url = api_url(name, "alpha", object_of(b).pk)
                 response, control = send(api, method, url), send(api, method, api_url(name, "alpha", MISSING))
                 probes += 1
+                writes += method != "get"
                 if response.status_code != control.status_code or response.json() != {
                         **control.json(), "instance": response.json().get("instance")}:
                     leaks.append(f"{who} {method} {url}: {response.status_code} vs {control.status_code}")
@@ -105,5 +108,12 @@ def test_hospital_a_credentials_never_reach_hospital_b(worlds, attackers):
                 for secret in b.secrets:
                     if secret in response.content.decode(errors="replace"):
                         leaks.append(f"{who} {method} {url}: body contains {secret!r}")
-    print(f"\nAPI cross-tenant requests: {probes}; leaks {len(leaks)}")
+    changed = tenant_snapshot(b.hospital) != before
+    types = len({type(object_of(b)) for object_of in API_ROUTES.values() if object_of})
+    figure("A1 api", f"cross-tenant reads attempted: {len(API_ROUTES)} API routes x {types} object types x "
+           f"{len(attackers)} credentials (token, admin, clinician) x {len(METHODS)} methods = {probes}; "
+           f"leaks {len(leaks)}", routes=len(API_ROUTES), requests=probes, leaks=len(leaks))
+    figure("A2 api", f"cross-tenant writes attempted: {writes} (POST/PUT/PATCH/DELETE on B's slug and ids); "
+           f"rows of B changed {int(changed)}", writes=writes, changed=int(changed))
     assert not leaks, "\n".join(leaks)
+    assert not changed, "a cross-tenant API request changed hospital B's rows"
