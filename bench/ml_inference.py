@@ -210,14 +210,18 @@ def main(argv=None) -> int:
     print("measured float32 matmul (best 1024x1024 product, all cores): "
           + ", ".join(f"{k} {w:.1f} GFLOP/s, {c:.1f} GFLOP per CPU-second" for k, (w, c) in rates.items()))
 
-    best = max(summary, key=lambda b: summary[b]["ips_1"])
+    # The verdict goes by CPU time per image at batch 1 (the work; wall-clock figures on a
+    # shared machine depend on what else runs) and is checked against the latency p50.
+    best = min(summary, key=lambda b: summary[b]["cpu_1"])
+    agrees = best == min(summary, key=lambda b: summary[b]["model_p50"])
     parts = [f"{b}: model p50 {v['model_p50']:.2f} ms, full-size p50 {v['e2e_p50']:.0f} ms, "
              f"{v['ips_1']:.0f}/{v['ips_8']:.0f}/{v['ips_32']:.0f} img/s at 1/8/32 "
              f"(CPU {v['cpu_1']:.1f}/{v['cpu_8']:.1f}/{v['cpu_32']:.1f} ms/image), "
              f"{100 * flops / (min(v['cpu_1'], v['cpu_8'], v['cpu_32']) / 1000) / 1e9 / per_cpu:.0f}% of the "
              f"matmul rate per CPU-second"
              for b, v in summary.items()]
-    print(f"\nSUMMARY ml_inference: {'; '.join(parts)}; max abs diff {diff:.1e}; fastest at batch 1: {best}")
+    print(f"\nSUMMARY ml_inference: {'; '.join(parts)}; max abs diff {diff:.1e}; "
+          f"least CPU per image at batch 1: {best} ({'also' if agrees else 'not'} the lowest latency p50 in this run)")
     return 0
 
 
