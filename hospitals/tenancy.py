@@ -2,8 +2,11 @@
 and Celery tasks. Each takes a hospital id or slug, reloads it and runs inside
 `scope(hospital=...)`; there is no other way into scoped data from those entry points."""
 
+import random
+
 from celery import Task
 from django.core.management.base import BaseCommand, CommandError
+from django.db import InterfaceError, OperationalError
 from django_scopes import get_scope, scope
 
 from .models import Hospital
@@ -39,7 +42,13 @@ class HospitalTask(Task):
     abstract = True
 
     def __call__(self, *args, **kwargs):
-        hospital = Hospital.objects.get(pk=kwargs["hospital_id"])
+        try:
+            hospital = Hospital.objects.get(pk=kwargs["hospital_id"])
+        except (OperationalError, InterfaceError) as exc:
+            # The database is away (a restart, a failover): the same message comes back later,
+            # with exponential backoff and jitter, instead of failing and being dropped.
+            wait = random.uniform(0.5, 1.0) * min(60, 2 * 2**self.request.retries)
+            raise self.retry(exc=exc, countdown=wait) from exc
         with scope(hospital=hospital):
             return super().__call__(*args, **kwargs)
 
