@@ -228,7 +228,7 @@ def run(seconds: int, users: int, workdir: Path) -> dict:
                        env=env, check=True, capture_output=True)
         film_png(workdir / "film.png")
         web = subprocess.Popen([str(BIN / "gunicorn"), "config.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2", "-k",
-                                "gthread", "--threads", "8", "--timeout", "60"], cwd=REPO, env=env,
+                                "gthread", "--threads", "8", "--timeout", "60", "--keep-alive", "30"], cwd=REPO, env=env,
                                stdout=open(workdir / "web.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(web)
         worker = subprocess.Popen([str(BIN / "celery"), "-A", "config", "worker", "-Q", "inference,default",
@@ -272,7 +272,7 @@ def run(seconds: int, users: int, workdir: Path) -> dict:
     allowed = int(CLIENT_RATE.split("/")[0]) * (1 + (seconds - seconds // 2) / 60)
     return {
         "database": "MariaDB" if use_mariadb else "SQLite", "users": users, "seconds": seconds,
-        "web": "gunicorn 2 workers x 8 threads", "worker": "celery prefork x1", "upload": "1024 x 1024 PNG",
+        "web": "gunicorn 2 workers x 8 threads, keep-alive 30 s (longer than the clients' pauses, as a proxy in front would hold)", "worker": "celery prefork x1", "upload": "1024 x 1024 PNG",
         "operations": {**{f"baseline {k}": v for k, v in baseline.items()}, **{f"abused {k}": v for k, v in abused.items()}},
         "normal_baseline": normal_a, "normal_with_abuser": normal_b,
         "error_rate": round((normal_a["failures"] + normal_b["failures"])
