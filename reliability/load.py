@@ -35,6 +35,7 @@ HOSPITALS = 3
 PATIENTS = 20
 CLIENT_RATE = "60/min"  # per client: a normal user sends about 15 a minute, the abuser far more
 USERS_PER_CLIENT = 1  # simulated users sharing one partner client
+UPLOAD = "POST screenings/ (upload)"  # the locustfile's name for uploads
 
 
 def mariadb_up() -> bool:
@@ -228,7 +229,8 @@ def run(seconds: int, users: int, workdir: Path) -> dict:
                        env=env, check=True, capture_output=True)
         film_png(workdir / "film.png")
         web = subprocess.Popen([str(BIN / "gunicorn"), "config.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2", "-k",
-                                "gthread", "--threads", "8", "--timeout", "60", "--keep-alive", "30"], cwd=REPO, env=env,
+                                "gthread", "--threads", "8", "--timeout", "60", "--keep-alive", "30"],
+                               cwd=REPO, env=env,
                                stdout=open(workdir / "web.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(web)
         worker = subprocess.Popen([str(BIN / "celery"), "-A", "config", "worker", "-Q", "inference,default",
@@ -272,18 +274,23 @@ def run(seconds: int, users: int, workdir: Path) -> dict:
     allowed = int(CLIENT_RATE.split("/")[0]) * (1 + (seconds - seconds // 2) / 60)
     return {
         "database": "MariaDB" if use_mariadb else "SQLite", "users": users, "seconds": seconds,
-        "web": "gunicorn 2 workers x 8 threads, keep-alive 30 s (longer than the clients' pauses, as a proxy in front would hold)", "worker": "celery prefork x1", "upload": "1024 x 1024 PNG",
-        "operations": {**{f"baseline {k}": v for k, v in baseline.items()}, **{f"abused {k}": v for k, v in abused.items()}},
+        "web": "gunicorn 2 workers x 8 threads, keep-alive 30 s", "worker": "celery prefork x1",
+        "upload": "1024 x 1024 PNG",
+        "operations": {**{f"baseline {k}": v for k, v in baseline.items()},
+                       **{f"abused {k}": v for k, v in abused.items()}},
         "normal_baseline": normal_a, "normal_with_abuser": normal_b,
         "error_rate": round((normal_a["failures"] + normal_b["failures"])
                             / max(1, normal_a["requests"] + normal_b["requests"]), 4),
-        "uploads": baseline.get("POST screenings/ (upload)", {}), "uploads_abused": abused.get("POST screenings/ (upload)", {}),
+        "uploads": baseline.get(UPLOAD, {}), "uploads_abused": abused.get(UPLOAD, {}),
         "peak_web_rss_mb": round(sampler.max_rss_mb), "max_queue_depth": sampler.max_depth,
-        "screenings_done": len(durations), "screenings_left": left, "screening_outcomes": outcomes, "drain_s": round(drain_s, 1),
-        "upload_to_result_p50_s": round(_pct(durations, 50), 1), "upload_to_result_p95_s": round(_pct(durations, 95), 1),
+        "screenings_done": len(durations), "screenings_left": left, "screening_outcomes": outcomes,
+        "drain_s": round(drain_s, 1),
+        "upload_to_result_p50_s": round(_pct(durations, 50), 1),
+        "upload_to_result_p95_s": round(_pct(durations, 95), 1),
         "abuse": abuse, "abuse_allowed_max": round(allowed),
         "abuse_within_limit": abuse.get("ok", 0) <= allowed and abuse.get("other", 0) == 0,
-        "other_hospitals_p95_change_pct": round(100 * (normal_b["p95_ms"] - normal_a["p95_ms"]) / max(1, normal_a["p95_ms"]), 1),
+        "other_hospitals_p95_change_pct": round(
+            100 * (normal_b["p95_ms"] - normal_a["p95_ms"]) / max(1, normal_a["p95_ms"]), 1),
         "wall_s": round(time.monotonic() - started, 1),
     }
 
@@ -308,7 +315,8 @@ def lines(report: dict) -> dict[str, str]:
               f"{up.get('p95_ms')}/{up.get('p99_ms')} ms; error rate {100 * report['error_rate']:.2f} %; "
               f"RPS {a['rps']}; peak web RSS {report['peak_web_rss_mb']} MB",
         "G2": f"upload->result p50/p95 {report['upload_to_result_p50_s']}/{report['upload_to_result_p95_s']} s over "
-              f"{report['screenings_done']} screenings done (all: {report['screening_outcomes']}); max queue depth {report['max_queue_depth']}; drain time after "
+              f"{report['screenings_done']} screenings done (all: {report['screening_outcomes']}); max queue depth "
+              f"{report['max_queue_depth']}; drain time after "
               f"load stops {report['drain_s']} s (left {report['screenings_left']})",
         "G4": f"abusive client ({CLIENT_RATE}): {report['abuse'].get('sent', 0)} requests, "
               f"{report['abuse'].get('ok', 0)} answered 200 (at most {report['abuse_allowed_max']} allowed), "

@@ -43,7 +43,8 @@ MUST_BE_ZERO = {"lost", "duplicates", "errors", "stored", "accepted", "crashes",
                 "unrestricted", "inline_html", "bad_headers", "concurrent", "hung", "remaining", "leaks", "served",
                 "inferred", "left", "restarts", "failed", "retries", "below_minimum", "non_utc",
                 "row_count_mismatches", "checksum_mismatches", "audit_problems", "vulnerabilities_with_fix",
-                "missing_results", "executions", "violations", "bypass", "throttle_bypass", "honoured", "unaudited", "missing_fields"}
+                "missing_results", "executions", "violations", "bypass", "throttle_bypass", "honoured", "unaudited",
+                "missing_fields"}
 DEFAULT_AUDIT = ("pip-audit -r requirements/base.txt -r requirements/ml.txt -r requirements/production.txt "
                  "--progress-spinner off --format json")
 

@@ -67,7 +67,8 @@ class OwnMariaDB:
         self.log = root / "mariadbd.log"
 
     def install(self):
-        subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={self.datadir}", "--auth-root-authentication-method=normal",
+        subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={self.datadir}",
+                        "--auth-root-authentication-method=normal",
                         "--skip-test-db", "--user=" + os.environ.get("USER", "root")],
                        check=True, capture_output=True, timeout=120)
 

@@ -226,9 +226,10 @@ def test_ambiguous_publish_runs_the_screening_once(stack, figure):
     time.sleep(2)  # let the extra deliveries arrive and be answered
     t = tally(ids)
     extra = worker.tail(200_000).count("'not claimable'")
-    figure("E6", f"screenings {len(ids)} published 3 times each; inferences run {sum(r.attempts for r in t.rows.values())}; "
+    runs = sum(r.attempts for r in t.rows.values())
+    figure("E6", f"screenings {len(ids)} published 3 times each; inferences run {runs}; "
                  f"extra deliveries refused by the claim {extra}; duplicate result rows {t.duplicates}",
-           screenings=len(ids), runs=sum(r.attempts for r in t.rows.values()), refused=extra, duplicates=t.duplicates)
+           screenings=len(ids), runs=runs, refused=extra, duplicates=t.duplicates)
     assert t.lost == 0 and t.duplicates == 0 and all(r.attempts == 1 for r in t.rows.values())
 
 

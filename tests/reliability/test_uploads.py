@@ -270,7 +270,8 @@ def crafted_dicom() -> dict[str, bytes]:
         "bad VR on Rows": bad_vr,
         "DICOMDIR": dicomdir,
         "pixel data cut in half": good[:len(good) - (len(good) - 400) // 2],
-        "BitsAllocated 1": dicom_bytes().replace(b"\x28\x00\x00\x01US\x02\x00\x10\x00", b"\x28\x00\x00\x01US\x02\x00\x01\x00"),
+        "BitsAllocated 1": good.replace(b"\x28\x00\x00\x01US\x02\x00\x10\x00",
+                                        b"\x28\x00\x00\x01US\x02\x00\x01\x00"),
     }
 
 
