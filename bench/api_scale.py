@@ -430,6 +430,7 @@ def main():
     common.configure(env)
     if args.reuse and already_seeded(args):
         print(f"reusing {args.database} ({seed_marker(args)})", flush=True)
+        common.migrate(env)  # migrations added since it was seeded
         seeded = None
     else:
         common.create_database(args, drop=True)
