@@ -248,6 +248,10 @@ class HospitalAdmin(TenantAdminMixin, admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return [*self.readonly_fields, "slug"] if obj is not None else self.readonly_fields
 
+    def get_prepopulated_fields(self, request, obj=None):
+        # The slug is read-only once the hospital exists (it is in every URL).
+        return self.prepopulated_fields if obj is None else {}
+
     def save_model(self, request, obj, form, change):
         if not change:
             created = services.hospital_create(name=obj.name, slug=obj.slug, actor=request.user)
