@@ -1,7 +1,6 @@
 import itertools
 import time
 
-import pytest
 from allauth.mfa.totp.internal.auth import format_hotp_value, hotp_value
 from django.test import Client
 from django.urls import reverse
@@ -24,8 +23,3 @@ def sign_in(client, email, password=PASSWORD):
 
 def totp_code(secret: str, at: float | None = None) -> str:
     return format_hotp_value(hotp_value(secret, int(at if at is not None else time.time()) // 30))
-
-
-@pytest.fixture
-def client_from_new_address():
-    return fresh_client
