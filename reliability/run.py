@@ -44,7 +44,7 @@ MUST_BE_ZERO = {"lost", "duplicates", "errors", "stored", "accepted", "crashes",
                 "inferred", "left", "restarts", "failed", "retries", "below_minimum", "non_utc",
                 "row_count_mismatches", "checksum_mismatches", "audit_problems", "vulnerabilities_with_fix",
                 "missing_results", "executions", "violations", "bypass", "throttle_bypass", "honoured", "unaudited",
-                "missing_fields"}
+                "missing_fields", "mismatches", "missing", "changed", "distinguishable", "unscoped"}
 DEFAULT_AUDIT = ("pip-audit -r requirements/base.txt -r requirements/ml.txt -r requirements/production.txt "
                  "--progress-spinner off --format json")
 
