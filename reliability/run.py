@@ -148,6 +148,17 @@ def violations(figures: dict[str, dict]) -> list[str]:
     return bad
 
 
+def markdown(report: dict) -> str:
+    """The figures as a table for the README's "Security and reliability" section."""
+    c = report["conditions"]
+    rows = [f"| {name} | {values.get('line', '').replace('|', '/')} |"
+            for name, values in report["figures"].items() if name != "G details"]
+    return (f"Figures of `make reliability` ({report['tier']} tier, {report['generated_at']}, {c['database']}, "
+            f"{c['cpus']} shared cores, fuzzing {c['fuzz_seconds']} s, load {c['load_users']} users for "
+            f"{c['load_seconds']} s; tests {report['tests']['passed']} passed, {report['tests']['failed']} failed, "
+            f"{report['tests']['skipped']} not run):\n\n| row | figure |\n|---|---|\n" + "\n".join(rows) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="cheap-tier counts, short fuzzing and load")
@@ -222,6 +233,7 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=str))
+    args.out.with_suffix(".md").write_text(markdown(report))
     for name, values in sorted(figures.items()):
         if name != "G details":
             print(f"  {name}: {values.get('line', '')}")
