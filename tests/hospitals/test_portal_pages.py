@@ -160,6 +160,16 @@ def test_500_handler_answers_with_the_page(db, rf):
     assert response.status_code == 500 and b"Something went wrong" in response.content
 
 
+def test_csrf_failure_page_in_portal_style(hospital_a, make_member):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(make_member(hospital_a, Role.VIEWER))
+    response = client.post(reverse("account_logout"))
+    html = response.content.decode()
+    assert response.status_code == 403
+    assert "css/portal.css" in html and "Nothing was saved." in html
+
 # --- Templates: CSP and translation readiness ---------------------------------------------------
 
 def _templates():
@@ -186,7 +196,7 @@ def test_portal_templates_are_ready_for_translation():
     """The layout, the error pages and the hospital and patient pages mark their text for
     translation."""
     root, paths = _templates()
-    top = {"base.html", "404.html", "403.html", "500.html", "includes/form_fields.html", "includes/pagination.html",
+    top = {"base.html", "404.html", "403.html", "403_csrf.html", "500.html", "includes/form_fields.html", "includes/pagination.html",
            "includes/ai_disclaimer.html"}
     owned = [p for p in paths if p.relative_to(root).parts[0] in {"hospitals", "patients"}
              or str(p.relative_to(root)) in top]
