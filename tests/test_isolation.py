@@ -327,7 +327,8 @@ def test_cross_tenant_matrix(worlds, figure):
            f"with A's ids, B's roles); rows of A changed {int(changed)}", writes=len(writes), changed=int(changed))
     admin_probes = [p for p in probes if p.url.startswith("/admin/")]
     figure("A6", f"ModelAdmins {len(admin.site._registry)} x surfaces (change, history, delete, bare id, "
-           f"view-on-site, autocomplete, search) checked in {len(admin_probes)} requests; other hospital's objects visible "
+           f"view-on-site, autocomplete, search) checked in {len(admin_probes)} requests; "
+           "other hospital's objects visible "
            f"{sum(1 for leak in leaks if '/admin/' in leak)}", model_admins=len(admin.site._registry),
            requests=len(admin_probes))
     assert not leaks, "\n".join(leaks)

@@ -5,7 +5,10 @@ from allauth.mfa.totp.internal.auth import format_hotp_value, hotp_value
 from django.test import Client
 from django.urls import reverse
 
+from tests.api.conftest import make_partner  # noqa: F401  (fixture: a partner client with a token)
+
 from ..factories import PASSWORD
+from ..test_isolation import worlds  # noqa: F401  (fixture: hospitals A and B with every kind of object)
 
 _addresses = itertools.count(1)
 

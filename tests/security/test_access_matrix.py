@@ -23,7 +23,7 @@ from django_scopes.exceptions import ScopeError
 from hospitals.models import Hospital, Role
 from hospitals.permissions import POLICY
 
-from ..test_isolation import PORTAL_OBJECT_ROUTES, walk, worlds  # noqa: F401  (fixture)
+from ..test_isolation import PORTAL_OBJECT_ROUTES, walk
 
 # Models with a hospital key that are not scoped, reviewed: simple-history's tables are read
 # only as `obj.history` of an object found in scope and through the tenant-limited history
@@ -37,7 +37,7 @@ def tenant_models():
 
 
 def test_every_tenant_model_is_scoped(worlds, figure):
-    a, b = worlds
+    a, _ = worlds
     unscoped = []
     models = tenant_models()
     for model in models:

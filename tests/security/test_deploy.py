@@ -28,7 +28,7 @@ def production_env(database_url: str) -> dict:
 
 
 def manage(*args, env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "manage.py", *args], env=env, cwd=settings.BASE_DIR,
+    return subprocess.run([sys.executable, "manage.py", *args], env=env, cwd=settings.BASE_DIR, check=False,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -6,7 +6,6 @@ import re
 import statistics
 import time
 
-
 from django.core import mail
 from django.urls import reverse
 

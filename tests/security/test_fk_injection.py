@@ -6,7 +6,6 @@ hospital B's id by hospital A. Each is refused; `hospital` itself in a body is i
 
 import datetime
 
-import pytest
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.forms import ModelChoiceField, ModelMultipleChoiceField
@@ -18,10 +17,9 @@ from rest_framework import serializers
 
 from hospitals.models import Hospital
 from patients.models import Patient, StatusChange
-from tests.api.conftest import make_partner  # noqa: F401  (fixture)
 from tests.api.test_isolation_api import API_ROUTES
 
-from ..test_isolation import tenant_object, worlds  # noqa: F401  (fixture)
+from ..test_isolation import tenant_object
 
 APPS = ("hospitals", "patients", "screening", "webhooks", "fhir_facade")
 
@@ -58,7 +56,7 @@ def write_operations():
                 yield path, method, media, set(properties)
 
 
-def test_every_writable_foreign_key_refuses_another_hospitals_id(worlds, make_partner, figure):  # noqa: F811
+def test_every_writable_foreign_key_refuses_another_hospitals_id(worlds, make_partner, figure):
     a, b = worlds
     _, api = make_partner(a.hospital)
     foreign_keys = writable_foreign_keys()
@@ -146,6 +144,3 @@ def test_a_status_change_cannot_cite_another_hospitals_lab_test(worlds):
     assert response.status_code in (200, 400)
     with scopes_disabled():
         assert StatusChange.objects.filter(patient=a.patient).count() == before
-
-
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

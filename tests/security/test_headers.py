@@ -8,8 +8,6 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from tests.api.conftest import make_partner  # noqa: F401  (fixture)
-
 from ..factories import add_screening, hospital_world
 
 
@@ -45,7 +43,7 @@ def header_problems(response) -> list[str]:
     return problems
 
 
-def test_headers_on_a_sample_of_responses(hospital_a, make_partner, production_https, figure):  # noqa: F811
+def test_headers_on_a_sample_of_responses(hospital_a, make_partner, production_https, figure):
     world = hospital_world(hospital_a, tag="ALPHA")
     add_screening(world, tag="ALPHA")
     slug, patient = "alpha", world.patient.pk

@@ -11,9 +11,6 @@ import pytest
 from django.conf import settings
 from django.test import Client
 from django.urls import reverse
-from rest_framework.test import APIClient
-
-from tests.api.conftest import make_partner  # noqa: F401  (fixture)
 
 from ..factories import hospital_world
 
@@ -100,7 +97,7 @@ LEAK = re.compile(r"Traceback \(most recent call last\)|File \"/|django\.db\.|SE
 
 
 @pytest.fixture
-def error_world(hospital_a, make_partner):  # noqa: F811
+def error_world(hospital_a, make_partner):
     world = hospital_world(hospital_a, tag="ALPHA")
     _, world.token_api = make_partner(hospital_a)
     return world

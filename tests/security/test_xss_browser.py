@@ -38,7 +38,7 @@ RECORD_CSP = """document.addEventListener('securitypolicyviolation', e =>
 DANGEROUS_DOM = """() => document.querySelectorAll(
   '[onerror],[onload],[onmouseover],iframe[srcdoc],a[href^="javascript:"],script:not([src]):not([type])').length"""
 
-pytestmark = pytest.mark.usefixtures("flushable_audit")
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("flushable_audit")]
 
 
 def fit(model, field, value):
@@ -82,17 +82,15 @@ def stored(hospital_a, make_member):
                                                    lab_test=lab)
             fields.update({"patients.LabTest.notes", "patients.StatusChange.reason"})
             pairs += 2
-            member = make_member(hospital_a, Role.VIEWER, first_name=payload, last_name=payload)
+            make_member(hospital_a, Role.VIEWER, first_name=payload, last_name=payload)
             fields.update({"hospitals.User.first_name", "hospitals.User.last_name"})
             pairs += 2
-            endpoint, _ = endpoint_create(hospital=hospital_a, url=f"https://r{i}.example/hook", events=["review.recorded"],
-                                          description=fit(type(world.endpoint), "description", payload),
-                                          actor=world.admin)
+            endpoint_create(hospital=hospital_a, url=f"https://r{i}.example/hook", events=["review.recorded"],
+                            description=fit(type(world.endpoint), "description", payload), actor=world.admin)
             fields.add("webhooks.Endpoint.description")
             partner_client_create(hospital=hospital_a, name=payload, scopes=["read"], actor=world.admin)
             fields.add("hospitals.PartnerClient.name")
             pairs += 2
-            del member, endpoint
         review = Review.objects.get(pk=world.review.pk)
     put(type(world.screening), world.screening, reason=PAYLOADS[1])
     put(type(world.scan), world.scan, original_filename=PAYLOADS[2])
@@ -140,7 +138,8 @@ def test_no_payload_runs_anywhere(stored, live_server, browser, figure):
         context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": key, "url": live_server.url}])
         context.add_init_script(RECORD_CSP)
         page = context.new_page()
-        page.on("dialog", lambda dialog: (executions.append(f"{page.url}: {dialog.message}"), dialog.dismiss()))
+        page.on("dialog", lambda dialog, page=page: (executions.append(f"{page.url}: {dialog.message}"),
+                                                     dialog.dismiss()))
         for url in urls:
             if url.startswith("/admin/") != (name == "admin"):
                 continue
