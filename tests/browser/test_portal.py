@@ -236,7 +236,9 @@ def test_film_from_upload_to_review_to_status_change(portal, pipeline, demo):
     reader.keyboard.press("Control+Enter")
     reader.wait_for_selector(f"text=Your review of screening #{screening_id} was recorded.")
     assert reader.query_selector(row) is None and reader.inner_text("#review-queue .queue-count") == str(waiting - 1)
-    portal.visit(reader, "worklist-after-review")
+    reader.set_viewport_size({"width": 768, "height": 1024})  # a ward tablet: the list above the film
+    portal.visit(reader, "worklist-tablet", shot=True)
+    assert reader.evaluate("document.documentElement.scrollWidth") <= 768
     with scope(hospital=demo.general):
         review = Review.objects.get(screening_id=screening_id)
     assert (review.decision, review.clinical_label, review.radiological_signs, review.reason) == (
