@@ -10,7 +10,8 @@ or download of one is audited."""
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpResponse, HttpResponseNotAllowed, HttpResponseServerError, JsonResponse
+from django.http import (FileResponse, Http404, HttpResponse, HttpResponseNotAllowed, HttpResponseServerError,
+                         JsonResponse)
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse

@@ -199,7 +199,8 @@ def test_film_from_upload_to_review_to_status_change(portal, pipeline, demo):
     row = f'#review-queue tr[data-screening="{screening_id}"]'
     reader.wait_for_selector(f'#review-queue .queue-count:text-is("{waiting}")', timeout=30_000)
     assert reader.evaluate("window.__sameDocument") is True
-    shown = [int(r.get_attribute("data-screening")) for r in reader.query_selector_all("#review-queue tr[data-screening]")]
+    shown = [int(row.get_attribute("data-screening"))
+             for row in reader.query_selector_all("#review-queue tr[data-screening]")]
     with scope(hospital=demo.general):
         assert shown == [s.pk for s in selectors.review_queue(hospital=demo.general)]
     # j / k move through the list; the film and the AI output follow.
