@@ -72,8 +72,11 @@ def run_pytest(targets: list[str], figures: Path, junit: Path, env: dict, extra:
                            "-o", "junit_logging=no", *extra, *targets],
                           cwd=REPO, env={**env, "TEST_FIGURES_FILE": str(figures)}, capture_output=True, text=True)
     (OUT / "pytest.log").write_text(proc.stdout + proc.stderr)
-    outcome = {"passed": 0, "failed": 0, "skipped": 0, "failures": [], "skips": [], "exit_code": proc.returncode,
-               "seconds": round(time.monotonic() - started)}
+    return {**junit_outcome(junit), "exit_code": proc.returncode, "seconds": round(time.monotonic() - started)}
+
+
+def junit_outcome(junit: Path) -> dict:
+    outcome = {"passed": 0, "failed": 0, "skipped": 0, "failures": [], "skips": []}
     if junit.exists():
         for case in ET.parse(junit).getroot().iter("testcase"):
             name = f"{case.get('classname')}::{case.get('name')}"
@@ -148,6 +151,20 @@ def violations(figures: dict[str, dict]) -> list[str]:
     return bad
 
 
+def load_figures(figures: dict, path: Path) -> None:
+    if not path.exists():
+        figures["G1"] = {"line": "load run did not complete (see var/reliability/load)", "errors": 1}
+        return
+    load = json.loads(path.read_text())
+    for name, line in load.pop("figures").items():
+        figures[name] = {"line": line}
+    figures["G1"].update(error_rate=load["error_rate"], errors=load["normal_baseline"]["failures"]
+                         + load["normal_with_abuser"]["failures"])
+    figures["G4"].update(p95_change_pct=load["other_hospitals_p95_change_pct"],
+                         throttle_bypass=int(not load["abuse_within_limit"]))
+    figures["G details"] = {"line": "see load", "load": load}
+
+
 def markdown(report: dict) -> str:
     """The figures as a table for the README's "Security and reliability" section."""
     c = report["conditions"]
@@ -159,6 +176,20 @@ def markdown(report: dict) -> str:
             f"{report['tests']['skipped']} not run):\n\n| row | figure |\n|---|---|\n" + "\n".join(rows) + "\n")
 
 
+def run_tests_and_fuzz(args, env, extra, database, full, fuzz_seconds, figures_path, junit):
+    """The fuzzer runs beside the tests (its figure is a count, not a latency); the load
+    runs alone afterwards."""
+    figures_path.unlink(missing_ok=True)
+    targets = sorted(set(figure_files()) | {t.split("::")[0] for ts in REFERENCED.values() for t in ts})
+    print(f"reliability: fuzzing the upload validator for {fuzz_seconds} s, meanwhile pytest on {database}, "
+          f"{len(targets)} files ({'full' if full else 'quick'} tier)", flush=True)
+    (OUT / "fuzz.json").unlink(missing_ok=True)
+    fuzzer = subprocess.Popen([sys.executable, "-m", "reliability.fuzz_upload", "--seconds", str(fuzz_seconds),
+                               "--json", str(OUT / "fuzz.json")], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    return run_pytest(targets, figures_path, junit, env, extra), fuzzer
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="cheap-tier counts, short fuzzing and load")
@@ -168,6 +199,9 @@ def main() -> None:
     parser.add_argument("--audit-command", default=os.environ.get("RELIABILITY_AUDIT_COMMAND", DEFAULT_AUDIT))
     parser.add_argument("--skip-load", action="store_true", help="(for a machine without the time for it)")
     parser.add_argument("--out", type=Path, default=OUT / "report.json")
+    parser.add_argument("--assemble", action="store_true",
+                        help="run nothing but pip-audit: build the report from the last run's outputs under "
+                             "var/reliability (figures.jsonl, junit.xml, fuzz.json, load.json)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     full = not args.quick
@@ -182,40 +216,28 @@ def main() -> None:
         extra.append("--create-db")
         database = "MariaDB"
     figures_path, junit = OUT / "figures.jsonl", OUT / "junit.xml"
-    figures_path.unlink(missing_ok=True)
-    targets = sorted(set(figure_files()) | {t.split("::")[0] for ts in REFERENCED.values() for t in ts})
-    # The fuzzer runs beside the tests (its figure is a count, not a latency); the load runs alone.
-    print(f"reliability: fuzzing the upload validator for {fuzz_seconds} s, meanwhile pytest on {database}, "
-          f"{len(targets)} files ({'full' if full else 'quick'} tier)", flush=True)
-    (OUT / "fuzz.json").unlink(missing_ok=True)
-    fuzzer = subprocess.Popen([sys.executable, "-m", "reliability.fuzz_upload", "--seconds", str(fuzz_seconds),
-                               "--json", str(OUT / "fuzz.json")], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    tests = run_pytest(targets, figures_path, junit, env, extra)
+    if args.assemble:
+        tests = junit_outcome(junit)
+        fuzzer = None
+    else:
+        tests, fuzzer = run_tests_and_fuzz(args, env, extra, database, full, fuzz_seconds, figures_path, junit)
     figures = read_figures(figures_path)
     for row, outcome in referenced_outcomes(junit).items():
         figures[row] = outcome
-    fuzzer.wait()
+    if fuzzer is not None:
+        fuzzer.wait()
     if (OUT / "fuzz.json").exists():
         fuzz = json.loads((OUT / "fuzz.json").read_text())
         figures["D9"] = {k: v for k, v in fuzz.items() if k not in ("name", "log_tail")}
 
-    if not args.skip_load:
+    if args.assemble:
+        load_figures(figures, OUT / "load.json")
+    elif not args.skip_load:
         print(f"reliability: load, {args.users} users for {load_seconds} s", flush=True)
         (OUT / "load.json").unlink(missing_ok=True)
         subprocess.run([sys.executable, "-m", "reliability.load", "--seconds", str(load_seconds), "--users",
                         str(args.users), "--json", str(OUT / "load.json")], cwd=REPO, env=env, capture_output=True)
-        if (OUT / "load.json").exists():
-            load = json.loads((OUT / "load.json").read_text())
-            for name, line in load.pop("figures").items():
-                figures[name] = {"line": line}
-            figures["G1"].update(error_rate=load["error_rate"], errors=load["normal_baseline"]["failures"]
-                                 + load["normal_with_abuser"]["failures"])
-            figures["G4"].update(p95_change_pct=load["other_hospitals_p95_change_pct"],
-                                 throttle_bypass=int(not load["abuse_within_limit"]))
-            figures["G details"] = {"line": "see load", "load": load}
-        else:
-            figures["G1"] = {"line": "load run did not complete (see var/reliability/load)", "errors": 1}
+        load_figures(figures, OUT / "load.json")
 
     print("reliability: pip-audit", flush=True)
     figures["D8 pip-audit"] = pip_audit(args.audit_command)
