@@ -412,7 +412,7 @@ def scan_original(request, hospital_slug, pk):
     scan = _scan_or_404(request, pk)
     if refused := _read_only(request):
         return refused
-    if scan.file and not services.scan_file_intact(scan=scan):
+    if scan.file and scan.file.storage.exists(scan.file.name) and not services.scan_file_intact(scan=scan):
         return HttpResponseServerError("The stored file failed its integrity check (checksum) and was not served; "
                                        "it must be restored from backup.", content_type="text/plain")
     response = _file_response(scan.file, filename=f"scan-{scan.pk}.{EXTENSIONS.get(scan.format, 'bin')}",
