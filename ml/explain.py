@@ -62,13 +62,15 @@ def overlay_png(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45,
     """Blend the heatmap over the (contrast-normalised) image; PNG bytes.
 
     The heatmap was computed on the square-squashed input; it is stretched
-    back to the image's own aspect ratio here.
+    back to the image's own aspect ratio here.  The image is shrunk before it
+    is contrast-normalised: normalising a full-size film costs about a second.
     """
-    base = normalize(np.asarray(pixels, np.float32))
+    base = np.asarray(pixels, np.float32)
     h, w = base.shape
     scale = min(1.0, max_side / max(h, w))
     size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
-    gray = Image.fromarray((base * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
+    small = np.clip(np.asarray(Image.fromarray(base).resize(size, Image.Resampling.BILINEAR)), 0.0, 1.0)
+    gray = Image.fromarray((normalize(small) * 255).astype(np.uint8))
     heat = Image.fromarray(heatmap.astype(np.float32)).resize(size, Image.Resampling.BICUBIC)
     heat_arr = np.clip(np.asarray(heat), 0, 1)
     rgb = np.repeat(np.asarray(gray)[..., None], 3, axis=2).astype(np.float32)
