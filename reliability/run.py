@@ -123,13 +123,17 @@ def pip_audit(command: str) -> dict:
         return {"line": f"pip-audit did not run ({(proc.stderr or proc.stdout).strip()[-300:]})", "ran": False,
                 "command": command}
     deps = data.get("dependencies", data if isinstance(data, list) else [])
+    skipped = [d["name"] for d in deps if d.get("skip_reason")]
     vulns = [(d["name"], d["version"], v) for d in deps for v in d.get("vulns", [])]
     with_fix = [x for x in vulns if x[2].get("fix_versions")]
     listed = ", ".join(f"{n} {ver} {v['id']}" for n, ver, v in vulns[:10])
-    return {"line": f"packages audited {len(deps)}; known vulnerabilities {len(vulns)}; with a fix available "
-                    f"{len(with_fix)}" + (f" ({listed})" if listed else ""),
-            "ran": True, "command": command, "packages": len(deps), "vulnerabilities": len(vulns),
-            "vulnerabilities_with_fix": len(with_fix), "seconds": round(time.monotonic() - started)}
+    line = (f"packages audited {len(deps) - len(skipped)} of {len(deps)}; known vulnerabilities {len(vulns)}; with a "
+            f"fix available {len(with_fix)}" + (f" ({listed})" if listed else ""))
+    if skipped:  # pip-audit says "No known vulnerabilities found" even when it could look nothing up
+        line += f"; NOT AUDITED {len(skipped)} (the vulnerability service did not answer for them)"
+    return {"line": line, "ran": True, "command": command, "packages": len(deps), "not_audited": len(skipped),
+            "vulnerabilities": len(vulns), "vulnerabilities_with_fix": len(with_fix),
+            "seconds": round(time.monotonic() - started)}
 
 
 def read_figures(path: Path) -> dict[str, dict]:
