@@ -11,10 +11,10 @@ future and dates before the current status began, so the history is ordered)."""
 import datetime
 import math
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from django.db.models import Count, Min, OuterRef, Subquery
+from django.db.models import Count, Min
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -117,19 +117,21 @@ def pending_reviews(*, hospital: Hospital) -> dict:
 def agreement(*, hospital: Hospital, today: datetime.date) -> dict:
     """AI label against the clinician's label over the screenings reviewed in the last
     `DAYS` days (the latest review of each): a confusion table and the agreement rate.
-    One query."""
-    latest = Review.objects.filter(screening=OuterRef("screening")).order_by("-reviewed_at", "-id").values("id")[:1]
-    rows = (Review.objects.filter(hospital=hospital, reviewed_at__gte=_start_of(_days(today)[0]))
-            .filter(id=Subquery(latest)).values_list("result__label", "clinical_label").annotate(n=Count("id")))
-    cells = {(ai, clinical): n for ai, clinical, n in rows}
+    One query; the latest review of each screening is picked here (a correlated subquery
+    per review is far slower on a large trail)."""
+    reviews = (Review.objects.filter(hospital=hospital, reviewed_at__gte=_start_of(_days(today)[0]))
+               .order_by("screening_id", "reviewed_at", "id")
+               .values_list("screening_id", "result__label", "clinical_label"))
+    latest = {screening: (ai, clinical) for screening, ai, clinical in reviews}
+    cells = Counter(latest.values())
     labels = list(AiLabel)
     total = sum(cells.values())
-    agreed = sum(cells.get((label.value, label.value), 0) for label in labels)
+    agreed = sum(cells[(label.value, label.value)] for label in labels)
     return {
         "labels": labels,
-        "rows": [(ai, [cells.get((ai.value, clinical.value), 0) for clinical in labels],
-                  sum(cells.get((ai.value, clinical.value), 0) for clinical in labels)) for ai in labels],
-        "column_totals": [sum(cells.get((ai.value, clinical.value), 0) for ai in labels) for clinical in labels],
+        "rows": [(ai, [cells[(ai.value, clinical.value)] for clinical in labels],
+                  sum(cells[(ai.value, clinical.value)] for clinical in labels)) for ai in labels],
+        "column_totals": [sum(cells[(ai.value, clinical.value)] for ai in labels) for clinical in labels],
         "total": total,
         "agreed": agreed,
         "rate": agreed / total if total else None,
