@@ -5,9 +5,9 @@ reopens it for the hospital it was built for."""
 
 import csv
 import datetime
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import Prefetch
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django_scopes import scope
@@ -70,12 +70,13 @@ def export_filename(hospital: Hospital, what: str) -> str:
 
 PATIENT_COLUMNS = ["id", "mrn", "given_name", "family_name", "sex", "birth_date", "phone", "email", "address",
                    "national_id", "status", "status_since", "created_at", "updated_at"]
+CHUNK = 500
 
 
-def patient_rows(*, hospital: Hospital) -> tuple[list[str], QuerySet]:
+def patient_rows(*, hospital: Hospital) -> tuple[list[str], Iterator]:
     """Every patient of the hospital with their demographics and current status, by id."""
     rows = Patient.objects.filter(hospital=hospital).order_by("id").values_list(*PATIENT_COLUMNS)
-    return PATIENT_COLUMNS, rows
+    return PATIENT_COLUMNS, rows.iterator(chunk_size=CHUNK)
 
 
 SCREENING_COLUMNS = [
@@ -85,24 +86,27 @@ SCREENING_COLUMNS = [
 ]
 
 
-def screening_rows(*, hospital: Hospital) -> tuple[list[str], QuerySet]:
+def screening_rows(*, hospital: Hospital) -> tuple[list[str], Iterator]:
     """Every screening of the hospital with its newest AI result and latest review, by id.
-    One query: the result and review columns are correlated subqueries."""
-    result = AiResult.objects.filter(screening=OuterRef("pk")).order_by("-created_at", "-id")
-    review = Review.objects.filter(screening=OuterRef("pk")).order_by("-reviewed_at", "-id")
-    annotations = {
-        "ai_label": Subquery(result.values("label")[:1]),
-        "covid_probability": Subquery(result.values("covid_probability")[:1]),
-        "ai_decision": Subquery(result.values("decision")[:1]),
-        "model_version": Subquery(result.values("model_version")[:1]),
-        "result_at": Subquery(result.values("created_at")[:1]),
-        "review_decision": Subquery(review.values("decision")[:1]),
-        "clinical_label": Subquery(review.values("clinical_label")[:1]),
-        "radiological_signs": Subquery(review.values("radiological_signs")[:1]),
-        "reviewer": Subquery(review.values("reviewer__email")[:1]),
-        "reviewed_at": Subquery(review.values("reviewed_at")[:1]),
-    }
-    rows = (Screening.objects.filter(hospital=hospital).order_by("id").annotate(**annotations)
-            .values_list("id", "patient_id", "patient__mrn", "created_at", "scan__original_filename", "scan__format",
-                         "status", "reason", "finished_at", *annotations))
-    return SCREENING_COLUMNS, rows
+    Three queries per chunk of screenings (the screenings, their results, their reviews)."""
+    screenings = (
+        Screening.objects.filter(hospital=hospital).order_by("id").select_related("patient", "scan")
+        .prefetch_related(Prefetch("results", queryset=AiResult.objects.order_by("-created_at", "-id")),
+                          Prefetch("reviews", queryset=Review.objects.select_related("reviewer")
+                                   .order_by("-reviewed_at", "-id")))
+    )
+
+    def rows():
+        for s in screenings.iterator(chunk_size=CHUNK):
+            result = next(iter(s.results.all()), None)
+            review = next(iter(s.reviews.all()), None)
+            yield [
+                s.pk, s.patient_id, s.patient.mrn, s.created_at, s.scan.original_filename, s.scan.format, s.status,
+                s.reason, s.finished_at,
+                *([result.label, result.covid_probability, result.decision, result.model_version, result.created_at]
+                  if result else [None] * 5),
+                *([review.decision, review.clinical_label, review.radiological_signs, review.reviewer.email,
+                   review.reviewed_at] if review else [None] * 5),
+            ]
+
+    return SCREENING_COLUMNS, rows()

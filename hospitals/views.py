@@ -210,7 +210,7 @@ def export_csv(request, hospital_slug, what):
     audit_record(action="export", object_type=object_type, hospital=request.hospital, request=request,
                  detail={"format": "csv"})
     return exports.csv_response(hospital=request.hospital, filename=exports.export_filename(request.hospital, what),
-                                header=header, rows=rows.iterator(chunk_size=1000))
+                                header=header, rows=rows)
 
 
 # --- Partner API clients ------------------------------------------------------------------------

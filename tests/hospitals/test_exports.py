@@ -116,3 +116,21 @@ def test_exports_page_links_both_exports(worlds, login):
     html = client.get(reverse("hospitals:exports", kwargs={"hospital_slug": a.hospital.slug})).content.decode()
     assert export_url(a.hospital, "patients") in html and export_url(a.hospital, "screenings") in html
     assert "recorded in the audit trail" in html
+
+
+def test_screenings_export_queries_do_not_grow_per_row(worlds, login, django_assert_max_num_queries):
+    """Results and reviews are fetched per chunk of screenings, not per screening."""
+    from django_scopes import scope
+
+    from tests.factories import airesult_for, screening_for
+
+    a, _ = worlds
+    client = login(a.admin)
+    download(client, export_url(a.hospital, "screenings"))  # the first request also records the session
+    with django_assert_max_num_queries(30) as one:
+        download(client, export_url(a.hospital, "screenings"))
+    with scope(hospital=a.hospital):
+        for seed in range(1, 6):
+            airesult_for(screening_for(a.patient, actor=a.clinician, seed=seed))
+    with django_assert_max_num_queries(len(one.captured_queries)):
+        assert len(download(client, export_url(a.hospital, "screenings"))) == 6
