@@ -130,10 +130,11 @@ def test_edits_with_the_triggers_dropped_are_detected(triggers_dropped, hospital
     assert detected == len(edits)
 
 
-def test_least_privilege_app_role_cannot_update_or_delete_audit_rows(hospital_a, figure, db):
+def test_least_privilege_app_role_cannot_update_or_delete_audit_rows(flushable_audit, hospital_a, figure):
     """F3 (role). On MariaDB the application's account is granted SELECT and INSERT on the
     audit table only (README "Security and reliability" lists the GRANTs): this creates
-    such an account and checks what it may do."""
+    such an account and checks what it may do. (CREATE USER and GRANT commit implicitly,
+    so this is a transactional test: its rows are flushed afterwards, not rolled back.)"""
     if connection.vendor != "mysql":
         figure("F3 role", "app-role UPDATE/DELETE privilege: not run (needs MariaDB)", run=False)
         pytest.skip("the least-privilege account is a MariaDB check; the report says it was not run")
