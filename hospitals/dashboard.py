@@ -1,7 +1,10 @@
 """The dashboard's figures for one hospital. Run inside the hospital's scope.
 
 Each figure is one grouped query (days come from the stored dates, never from a query per
-day or per patient), so the page costs the same number of queries whatever the data.
+day or per patient), so the page costs the same number of queries whatever the data. The
+figures are cached per hospital under a key holding the newest row of everything they
+count (one indexed query), so any upload, result, review, patient edit or status change
+shows on the next page load, and an unchanged hospital costs one query.
 
 Counts per day are rebuilt from the status history: today's count of a status is the
 number of patients in it now, and each earlier day's count undoes the changes that took
@@ -9,14 +12,17 @@ effect after that day (`StatusChange.effective_date`; the service refuses dates 
 future and dates before the current status began, so the history is ordered)."""
 
 import datetime
+import hashlib
 import math
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from django.db.models import Count, Min
+from django.core.cache import cache
+from django.db.models import Count, Min, Subquery
 from django.db.models.functions import TruncDate
 from django.utils import timezone
+from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
@@ -27,6 +33,7 @@ from screening.models import AiLabel, AiResult, Review, Screening, ScreeningStat
 DAYS = 30  # the charts and the review figures cover the last 30 days, today included
 WINDOWS = (7, 30)  # status count changes over these many days
 TREND_STATUSES = (Status.INFECTED, Status.CARRIER)
+CACHE_SECONDS = 300  # bounds staleness after a deletion, which the data version does not see
 
 
 @dataclass(frozen=True)
@@ -184,9 +191,33 @@ def table_rows(chart: dict) -> list[tuple[datetime.date, list[int]]]:
             for i, day in enumerate(chart["days"])]
 
 
+def data_version(*, hospital: Hospital) -> tuple:
+    """The newest row of everything the figures count, in one query (each part is an index
+    lookup): it changes with every upload, AI result, review, status change and patient edit."""
+
+    def newest(model, field):
+        return Subquery(model.objects.filter(hospital=hospital).order_by(f"-{field}").values(field)[:1])
+
+    return Hospital.objects.filter(pk=hospital.pk).values_list(
+        newest(Patient, "updated_at"), newest(StatusChange, "id"), newest(Screening, "id"),
+        newest(AiResult, "id"), newest(Review, "id"),
+    ).get()
+
+
 def dashboard(*, hospital: Hospital) -> dict:
-    """Everything the dashboard shows except the recent changes list."""
+    """Everything the dashboard shows except the recent changes list, from the cache while
+    the hospital's data has not changed."""
     today = timezone.localdate()
+    version = hashlib.sha256(repr(data_version(hospital=hospital)).encode()).hexdigest()[:20]
+    key = f"dashboard:h{hospital.pk}:{today.isoformat()}:{get_language()}:{version}"
+    figures = cache.get(key)
+    if figures is None:
+        figures = _compute(hospital=hospital, today=today)
+        cache.set(key, figures, CACHE_SECONDS)
+    return figures
+
+
+def _compute(*, hospital: Hospital, today: datetime.date) -> dict:
     figures, trend = status_figures(hospital=hospital, today=today)
     screenings = screenings_per_day(hospital=hospital, today=today)
     return {

@@ -7,6 +7,7 @@ import datetime
 import json
 
 import pytest
+from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 from django_scopes import scope, scopes_disabled
@@ -191,9 +192,10 @@ def test_new_hospital_has_empty_states(hospital_a, make_member, login):
     assert "No status changes yet." in html
 
 
-def test_query_count_does_not_grow_with_the_data(world_a, login, django_assert_max_num_queries):
+def test_query_count_does_not_grow_with_the_data(world_a, login, django_assert_max_num_queries, settings):
     """The figures are grouped queries: more patients, changes, days and screenings cost no
-    extra query."""
+    extra query (measured uncached)."""
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
     client = login(world_a.clinician)
     client.get(dashboard_url(world_a.hospital))  # the first request also records the user's session
     with django_assert_max_num_queries(25) as small:
@@ -206,6 +208,37 @@ def test_query_count_does_not_grow_with_the_data(world_a, login, django_assert_m
             change(patient, Status.CARRIER, 12 - n, world_a.clinician)
     with django_assert_max_num_queries(len(small.captured_queries)):
         assert client.get(dashboard_url(world_a.hospital)).status_code == 200
+
+
+def test_figures_are_cached_until_the_hospital_data_changes(world_a, login, django_assert_max_num_queries):
+    """A second load of an unchanged hospital reads the figures from the cache; a status
+    change, a result or a review shows on the very next load."""
+    client = login(world_a.clinician)
+    url = dashboard_url(world_a.hospital)
+    before = client.get(url).context
+    with django_assert_max_num_queries(100) as hit:
+        client.get(url)
+    with override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}):
+        with django_assert_max_num_queries(100) as uncached:
+            client.get(url)
+    assert len(hit.captured_queries) <= len(uncached.captured_queries) - 6
+
+    def counts(context):
+        return {f.status: f.count for f in context["status_figures"]}
+
+    _p1, p2, p3 = world_a.others
+    with scope(hospital=world_a.hospital):
+        change(p2, Status.CARRIER, 0, world_a.clinician)
+    after = client.get(url).context
+    assert counts(after)[Status.CARRIER] == counts(before)[Status.CARRIER] + 1
+    assert counts(after)[Status.INFECTED] == counts(before)[Status.INFECTED] - 1
+    with scope(hospital=world_a.hospital):
+        result = airesult_for(screening_for(p3, actor=world_a.clinician, seed=9), covid=0.3)
+    assert client.get(url).context["pending"]["count"] == before["pending"]["count"] + 1
+    with scope(hospital=world_a.hospital):
+        review_create(result=result, decision="confirm", clinical_label="pneumonia", radiological_signs=True,
+                      reason="r", actor=world_a.clinician)
+    assert client.get(url).context["pending"]["count"] == before["pending"]["count"]
 
 
 @pytest.mark.parametrize("seconds,text", [(None, "—"), (42, "42 s"), (185, "3 min"), (7500, "2 h 05 min"),
