@@ -89,7 +89,7 @@ def test_oversize_and_malformed_requests_store_nothing(uploader, world, settings
         answers[name] = response.status_code
     accepted = stored(settings)
     server_errors = [n for n, code in answers.items() if code >= 500]
-    figure("D1", f"oversize attempts {len(attempts)}; accepted 0 -> {accepted}; 5xx {len(server_errors)}; "
+    figure("D1", f"oversize attempts {len(attempts)}; accepted {accepted}; 5xx {len(server_errors)}; "
                  f"web RSS peak {rss_peak_mb():.0f} MB (test process)",
            attempts=len(attempts), accepted=accepted, errors=len(server_errors), rss_peak_mb=round(rss_peak_mb()))
     assert accepted == 0 and server_errors == [], answers
