@@ -190,7 +190,10 @@ def screen_batch(task, batch: list) -> str:
     except (ResourceExhaustedError, *TRANSIENT) as exc:
         # Out of memory on one image, or a transient fault: the others go back to the queue
         # (each then runs alone) and this one retries with backoff, up to the attempt limit.
-        services.screening_release(task_id=task.request.id, keep=own.pk)
+        try:
+            services.screening_release(task_id=task.request.id, keep=own.pk)
+        except TRANSIENT as away:  # the database is away too: the retry releases them when it claims
+            log.warning("screening %s: cannot release its batch now (%s)", own.pk, type(away).__name__)
         if own.pk not in outcome:
             if own.attempts >= settings.SCREENING_MAX_ATTEMPTS:
                 finish(own, ScreeningStatus.FAILED, f"Gave up after {own.attempts} attempts: {type(exc).__name__}.")
