@@ -40,10 +40,12 @@ run: seed
 		--concurrency=1 -Q inference,default & \
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
+MARIADB_UP = $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 3306), 0.5)" 2>/dev/null
+
 test: install
+	@if $(MARIADB_UP); then $(MAKE) --no-print-directory install-mysql; fi
 	$(PY) -m pytest -q
-	@if $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 3306), 0.5)" 2>/dev/null; then \
-		$(MAKE) --no-print-directory install-mysql && \
+	@if $(MARIADB_UP); then \
 		echo "== again on MariaDB ($(MARIADB_TEST_URL))" && \
 		DATABASE_URL=$(MARIADB_TEST_URL) $(PY) -m pytest -q --create-db; \
 	else echo "MariaDB not reachable on 127.0.0.1:3306: SQLite run only"; fi

@@ -8,6 +8,7 @@ when RELIABILITY_FULL=1 (`make reliability`)."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import os
 import shutil
@@ -59,7 +60,11 @@ class OwnMariaDB:
 
     @classmethod
     def missing(cls) -> list[str]:
-        return [b for b in cls.BINARIES if not (shutil.which(b) or Path("/usr/sbin", b).exists())]
+        """What the drill needs and this machine lacks: the server binaries, the driver."""
+        missing = [b for b in cls.BINARIES if not (shutil.which(b) or Path("/usr/sbin", b).exists())]
+        if importlib.util.find_spec("MySQLdb") is None:
+            missing.append("mysqlclient (requirements/mysql.txt)")
+        return missing
 
     def __init__(self, root: Path):
         self.root, self.port, self.proc = root, free_port(), None

@@ -17,7 +17,7 @@ from .stack import REPO, OwnMariaDB
 def test_mariadb_restart_mid_batch_loses_nothing(tmp_path, figure):
     missing = OwnMariaDB.missing()
     if missing:
-        figure("E9", f"not run: {', '.join(missing)} not installed (MariaDB restart drill needs mariadb-server)",
+        figure("E9", f"not run: {', '.join(missing)} not installed (the MariaDB restart drill needs mariadb-server and mysqlclient)",
                run=False)
         pytest.skip(f"E9 needs {', '.join(missing)}; the report lists it as not run")
     server = OwnMariaDB(tmp_path / "mariadb")
