@@ -19,7 +19,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from reliability.procs import OwnRedis, free_port, wait_port
+from reliability.procs import OwnRedis, free_port, reachable, wait_port
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = REPO / ".venv" / "bin"
@@ -37,13 +36,6 @@ CLIENT_RATE = "60/min"  # per client: a normal user sends about 15 a minute, the
 USERS_PER_CLIENT = 1  # simulated users sharing one partner client
 UPLOAD = "POST screenings/ (upload)"  # the locustfile's name for uploads
 
-
-def mariadb_up() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 3306), 0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 def seed(out: Path) -> None:
@@ -199,7 +191,7 @@ def run(seconds: int, users: int, workdir: Path) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     redis_server = OwnRedis()
     redis_server.start()
-    use_mariadb = mariadb_up()
+    use_mariadb = reachable(3306)
     if use_mariadb:
         import MySQLdb
 

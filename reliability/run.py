@@ -20,12 +20,13 @@ import os
 import platform
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+from reliability.procs import reachable
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "var" / "reliability"
@@ -48,13 +49,6 @@ MUST_BE_ZERO = {"lost", "duplicates", "errors", "stored", "accepted", "crashes",
 DEFAULT_AUDIT = ("pip-audit -r requirements/base.txt -r requirements/ml.txt -r requirements/production.txt "
                  "--progress-spinner off --format json")
 
-
-def mariadb_up() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 3306), 0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 def figure_files() -> list[str]:
@@ -215,7 +209,7 @@ def main() -> None:
     env = {**os.environ, "RELIABILITY_FULL": "1" if full else "0"}
     extra = []
     database = "SQLite"
-    if mariadb_up():
+    if reachable(3306):
         env["DATABASE_URL"] = os.environ.get("RELIABILITY_DATABASE_URL", "mysql://root@127.0.0.1:3306/hospital_rel")
         extra.append("--create-db")
         database = "MariaDB"
