@@ -13,7 +13,6 @@ import os
 import re
 import resource
 import struct
-import time
 import zlib
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from PIL import Image
 from screening.models import Scan, Screening
 from screening.services import scan_upload
 from tests.screening.conftest import chest, dicom_bytes, jpeg_bytes, png_bytes
-from tests.screening.test_validation_corpus import png_chunk, png_declaring
+from tests.screening.test_validation_corpus import png_chunk, png_declaring, upload_each
 
 
 def rss_peak_mb() -> float:
@@ -155,17 +154,7 @@ def test_bombs_and_truncations_are_refused_quickly(db, world, settings, figure):
     and memory (the dimensions are checked from the header before any pixel is decoded)."""
     corpus = {**bombs(), **truncations_and_oddities()}
     rss_before = rss_peak_mb()
-    slowest, unexpected, refused = 0.0, {}, {}
-    for name, (filename, data) in corpus.items():
-        started = time.monotonic()
-        try:
-            with scope(hospital=world.hospital):
-                scan_upload(patient=world.patient, data=data, filename=filename, actor=world.uploader)
-        except ValidationError as exc:
-            refused[name] = " ".join(exc.messages)
-        except Exception as exc:  # noqa: BLE001 - what a view would turn into a 5xx
-            unexpected[name] = repr(exc)
-        slowest = max(slowest, time.monotonic() - started)
+    refused, unexpected, slowest = upload_each(world, corpus)
     accepted = sorted(set(corpus) - set(refused) - set(unexpected))
     growth = rss_peak_mb() - rss_before
     n_bombs = len(bombs())
@@ -368,12 +357,9 @@ def test_pillow_only_ever_opens_png_or_jpeg(db, world, monkeypatch, figure):
         return real_open(fp, mode, formats)
 
     monkeypatch.setattr(Image, "open", spy)
-    for filename, data in [*CORPUS.values(), *POLYGLOTS.values(), ("ok.png", png_bytes()), ("ok.jpg", jpeg_bytes())]:
-        try:
-            with scope(hospital=world.hospital):
-                scan_upload(patient=world.patient, data=data, filename=filename, actor=world.uploader)
-        except ValidationError:
-            pass
+    _refused, unexpected, _slowest = upload_each(world, {**CORPUS, **POLYGLOTS, "ok png": ("ok.png", png_bytes()),
+                                                         "ok jpeg": ("ok.jpg", jpeg_bytes())})
+    assert unexpected == {}
     unrestricted = [c for c in calls if not c]
     minimum = {"pillow": "12.1.1", "pydicom": "3.0.2", "keras": "3.13.2"}
     old = {name: version(name) for name, v in minimum.items() if Version(version(name)) < Version(v)}
