@@ -47,14 +47,16 @@ def patient_timeline(*, patient: Patient) -> list[tuple[str, datetime.datetime, 
     """Everything recorded about the patient as one timeline, newest first: (kind, when,
     record) with kind one of TIMELINE_KINDS and `when` the time it was recorded (a status
     change also has its effective date, a lab test its sample date). Five queries."""
-    from screening.models import AiResult, Review, Screening
+    from screening.models import Review, Screening
 
     entries = [("status_change", c.changed_at, c)
                for c in patient.status_changes.select_related("changed_by", "lab_test")]
     entries += [("lab_test", t.recorded_at, t) for t in patient.lab_tests.select_related("recorded_by")]
-    entries += [("screening", s.created_at, s)
-                for s in Screening.objects.filter(patient=patient).select_related("scan", "scan__uploaded_by")]
-    entries += [("ai_result", r.created_at, r) for r in AiResult.objects.filter(patient=patient)]
+    screenings = list(Screening.objects.filter(patient=patient).select_related("scan", "scan__uploaded_by")
+                      .prefetch_related("results"))
+    entries += [("screening", s.created_at, s) for s in screenings]
+    # A patient's AI results are those of the patient's screenings: fetched with them.
+    entries += [("ai_result", r.created_at, r) for s in screenings for r in s.results.all()]
     entries += [("review", r.reviewed_at, r)
                 for r in Review.objects.filter(patient=patient).select_related("reviewer", "result")]
     entries.sort(key=lambda e: (e[1], TIMELINE_KINDS.index(e[0]), e[2].pk), reverse=True)

@@ -12,7 +12,7 @@ from patients.models import LabTest, Patient, StatusChange
 
 from . import filters
 from .serializers import LabTestSerializer, PatientSerializer, StatusChangeSerializer
-from .timeline import TimelineEntrySerializer, patient_timeline
+from .timeline import TimelineEntrySerializer
 
 
 @extend_schema_view(
@@ -62,7 +62,7 @@ class PatientViewSet(AuditedListMixin, AuditedRetrieveMixin, HospitalGenericView
     def history(self, request, *args, **kwargs):
         patient = self.get_object()
         selectors.patient_audit_read(request=request, patients=[patient], action="view")
-        return Response(TimelineEntrySerializer(patient_timeline(patient=patient), many=True).data)
+        return Response(TimelineEntrySerializer(selectors.patient_timeline(patient=patient), many=True).data)
 
 
 @extend_schema_view(
