@@ -3,12 +3,12 @@
 status codes: 400 bad search, 401 no credential, 403 missing scope or role, 404 unknown
 (or another hospital's) resource, 405, 406 non-JSON format, 429 throttled."""
 
-from django.core.exceptions import PermissionDenied
-from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import exception_handler
+
+from hospitals.api.exceptions import as_api_exception
 
 FHIR_JSON = "application/fhir+json"
 
@@ -69,10 +69,7 @@ class FhirContentNegotiation(BaseContentNegotiation):
 
 def fhir_exception_handler(exc, context):
     """DRF's answer (status, WWW-Authenticate, Retry-After) with an OperationOutcome body."""
-    if isinstance(exc, Http404):
-        exc = exceptions.NotFound()
-    elif isinstance(exc, PermissionDenied):
-        exc = exceptions.PermissionDenied()
+    exc = as_api_exception(exc)
     response = exception_handler(exc, context)
     if response is None:
         return None

@@ -61,14 +61,21 @@ def _field_errors(data) -> dict[str, list[str]]:
     return out
 
 
+def as_api_exception(exc):
+    """Django's 404, 403 and validation errors as DRF's, with DRF's own wording (a view's
+    404 message may name what it looked for)."""
+    if isinstance(exc, DjangoValidationError):
+        return exceptions.ValidationError(as_serializer_error(exc))
+    if isinstance(exc, Http404):
+        return exceptions.NotFound()
+    if isinstance(exc, PermissionDenied):
+        return exceptions.PermissionDenied()
+    return exc
+
+
 def problem_exception_handler(exc, context):
     """DRF's EXCEPTION_HANDLER: everything DRF would answer, as problem details."""
-    if isinstance(exc, DjangoValidationError):
-        exc = exceptions.ValidationError(as_serializer_error(exc))
-    elif isinstance(exc, Http404):
-        exc = exceptions.NotFound()
-    elif isinstance(exc, PermissionDenied):
-        exc = exceptions.PermissionDenied()
+    exc = as_api_exception(exc)
     response = exception_handler(exc, context)
     if response is None:
         return None
