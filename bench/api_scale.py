@@ -13,9 +13,10 @@ with `--clients` concurrent clients, each bound to one of the largest hospitals:
 * a patient's history; the screening list with `updated_since` (the last day);
 * the FHIR Patient search (`_lastUpdated`); the dashboard page (a logged-in session).
 
-For each: p50/p95 latency, the time spent in the database (p50), errors and database
-queries per request (a counting middleware, bench/settings.py); first with one client
-at a time (the service time), then with the concurrent clients. `--explain` prints MariaDB's EXPLAIN of every query
+For each: p50/p95 latency, the time spent in the database (p50), the CPU time of the
+gunicorn workers per request (user + system over the run, divided by the requests),
+errors and database queries per request (a counting middleware, bench/settings.py);
+first with one client at a time (the service time), then with the concurrent clients. `--explain` prints MariaDB's EXPLAIN of every query
 that the API's and the portal's filters and orderings run, and flags full scans of
 the big tables. Needs MariaDB and Redis (see README "Performance")."""
 
@@ -282,7 +283,22 @@ def endpoints(cred: dict, rng: random.Random) -> dict[str, tuple[str, bool]]:
     }
 
 
-def measure(args, base_url: str, creds: list[dict]) -> dict:
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children (the gunicorn workers)."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def measure(args, base_url: str, creds: list[dict], web_pid: int) -> dict:
     import httpx
 
     names = list(endpoints(creds[0], random.Random(0)))
@@ -318,19 +334,19 @@ def measure(args, base_url: str, creds: list[dict]) -> dict:
                                 errors.append(f"{r.status_code} {path}")
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), tree_cpu_seconds(web_pid)
         for th in threads:
             th.start()
         for th in threads:
             th.join()
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, tree_cpu_seconds(web_pid) - cpu0
         out[name] = {"p50": common.percentile(latencies, 50), "p95": common.percentile(latencies, 95),
                      "db_p50": common.percentile(db_ms, 50), "n": len(latencies), "errors": len(errors),
-                     "rps": len(latencies) / wall,
+                     "rps": len(latencies) / wall, "cpu_ms": cpu * 1000 / max(len(latencies), 1),
                      "queries": sorted(set(queries)), "first_error": errors[0] if errors else ""}
         r = out[name]
         print(f"  {name:28s} p50 {r['p50']:7.1f} ms  p95 {r['p95']:7.1f} ms  (database p50 {r['db_p50']:6.1f} ms)  "
-              f"{r['rps']:6.1f} req/s  "
+              f"{r['rps']:6.1f} req/s  web CPU {r['cpu_ms']:5.1f} ms/request  "
               f"queries/request {','.join(map(str, r['queries']))}  errors {r['errors']}"
               + (f" ({r['first_error']})" if r["errors"] else ""), flush=True)
     return out
@@ -454,7 +470,7 @@ def main():
                        .order_by("-n")[:args.clients])
     base_url = f"http://127.0.0.1:{args.port}"
     with common.Stack(args, env) as stack:
-        stack.start_web()
+        web = stack.start_web()
         creds = credentials(args, base_url, largest)
         with scopes_disabled():
             sizes = [(h.slug, h.n) for h in largest]
@@ -464,11 +480,11 @@ def main():
         for cred in creds:  # the patients' ids, for the requests' random choices
             endpoints(cred, random.Random(0))
         print("warm-up:", flush=True)
-        measure(argparse.Namespace(**{**vars(args), "requests": args.clients * 2}), base_url, creds)
+        measure(argparse.Namespace(**{**vars(args), "requests": args.clients * 2}), base_url, creds, web.pid)
         print("one client at a time (the service time, largest hospital):", flush=True)
-        alone = measure(argparse.Namespace(**{**vars(args), "clients": 1, "requests": 20}), base_url, creds)
+        alone = measure(argparse.Namespace(**{**vars(args), "clients": 1, "requests": 20}), base_url, creds, web.pid)
         print(f"{args.clients} concurrent clients:", flush=True)
-        results = measure(args, base_url, creds)
+        results = measure(args, base_url, creds, web.pid)
         full_scans = None
         if args.explain:
             with scopes_disabled():
