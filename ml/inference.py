@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -102,9 +102,14 @@ class Prediction:
     timings_ms: dict = field(default_factory=dict)
     quality: dict = field(default_factory=dict)
     disclaimer: str = DISCLAIMER
+    #: Grad-CAM of the shown label from the same forward pass, in [0, 1] (None when the
+    #: model's head has no closed form, or for cannot_assess); not part of :meth:`to_dict`.
+    heatmap: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(replace(self, heatmap=None))
+        del out["heatmap"]
+        return out
 
 
 class Predictor:
@@ -231,7 +236,7 @@ class Predictor:
             stats[i] = gate.stats
         if pending:
             t0 = time.perf_counter()
-            probs, emb, _ = self._run(np.stack(arrays))
+            probs, emb, cams = self._run(np.stack(arrays))
             per_image = _ms(t0) / len(pending)
             dist = (mahalanobis(emb, self.ood["mean"], self.ood["precision"])
                     if self.ood is not None else np.zeros(len(pending)))
@@ -247,6 +252,8 @@ class Predictor:
                         results[i] = self._refuse(g.code, g.reason, q, t)
                         continue
                 results[i] = self._result(probs[j], q, t)
+                if cams is not None:
+                    results[i].heatmap = _normalise_cam(cams[j, ..., CLASSES.index(results[i].label)])
         return results  # type: ignore[return-value]
 
     # ------------------------------------------------------------------

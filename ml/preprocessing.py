@@ -37,7 +37,9 @@ The pipeline, in the order it runs:
 from __future__ import annotations
 
 import io
+import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,6 +107,33 @@ class DecodedImage:
         """Share of pixels at exactly 0 or 1 after intensity scaling."""
         p = self.pixels
         return float(np.mean((p <= 0.0) | (p >= 1.0)))
+
+    def to_bytes(self) -> bytes:
+        """The image as an uncompressed ``.npz`` (pixels bit for bit, the rest as JSON),
+        so that it can be stored once decoded and read back without decoding the file
+        again (:meth:`from_bytes`)."""
+        fields = {"original_size": list(self.original_size), "format": self.format, "bit_depth": self.bit_depth,
+                  "colour_fraction": self.colour_fraction, "mean_chroma": self.mean_chroma, "meta": self.meta}
+        out = io.BytesIO()
+        np.savez(out, pixels=np.ascontiguousarray(self.pixels, dtype=np.float32),
+                 fields=np.frombuffer(json.dumps(fields).encode(), dtype=np.uint8))
+        return out.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "DecodedImage":
+        """Read back :meth:`to_bytes` (no pickles); :class:`ImageError` when it is not one."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                pixels, fields = z["pixels"], json.loads(z["fields"].tobytes())
+            width, height = (int(v) for v in fields["original_size"])
+            image = cls(pixels=pixels, original_size=(width, height), format=str(fields["format"]),
+                        bit_depth=int(fields["bit_depth"]), colour_fraction=float(fields["colour_fraction"]),
+                        mean_chroma=float(fields["mean_chroma"]), meta=dict(fields["meta"]))
+        except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+            raise ImageError("The stored decoded image cannot be read.", "corrupt") from exc
+        if pixels.dtype != np.float32 or pixels.ndim != 2:
+            raise ImageError("The stored decoded image cannot be read.", "corrupt")
+        return image
 
 
 # --------------------------------------------------------------------------

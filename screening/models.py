@@ -21,6 +21,10 @@ def derivative_path(instance, filename: str) -> str:
     return f"derived/h{instance.hospital_id}/{uuid.uuid4().hex}.png"
 
 
+def decoded_path(instance, filename: str) -> str:
+    return f"derived/h{instance.hospital_id}/{uuid.uuid4().hex}.npz"
+
+
 class ScanFormat(models.TextChoices):
     PNG = "png", "PNG"
     JPEG = "jpeg", "JPEG"
@@ -31,13 +35,20 @@ class Scan(HospitalChildModel):
     """An uploaded chest X-ray of one patient, validated (fully decoded) before it was stored.
 
     `preview` is an 8-bit PNG derivative for display: browsers cannot show DICOM, and it
-    carries no metadata (no EXIF, no DICOM header), so no PHI leaks through it."""
+    carries no metadata (no EXIF, no DICOM header), so no PHI leaks through it.
+
+    `decoded` is the image as validation decoded it (`ml.preprocessing.DecodedImage`, the
+    decoder's working resolution in float32, with its own sha256): the worker screens it
+    without decoding the original a second time. Scans stored before it existed have none,
+    and the worker decodes their original."""
 
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="scans")
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     uploaded_at = models.DateTimeField(auto_now_add=True)
     file = models.FileField(upload_to=scan_path, max_length=200)
     preview = models.FileField(upload_to=derivative_path, max_length=200)
+    decoded = models.FileField(upload_to=decoded_path, max_length=200, blank=True)
+    decoded_sha256 = models.CharField(max_length=64, blank=True)
     original_filename = models.CharField(max_length=255, help_text="As uploaded; for display only.")
     size_bytes = models.PositiveBigIntegerField()
     sha256 = models.CharField(max_length=64, db_index=True)

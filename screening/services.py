@@ -59,17 +59,19 @@ def scan_upload(*, patient: Patient, data: bytes, filename: str, actor: User, re
     stored: the file is written only after validation, and removed again if the database
     write fails."""
     checked = validate_scan(data=data, filename=filename)
+    decoded = checked.decoded.to_bytes()
     duplicate = Scan.objects.filter(patient=patient, sha256=checked.sha256).order_by("id").first()
     scan = Scan(
         hospital_id=patient.hospital_id, patient=patient, uploaded_by=actor,
         original_filename=(filename or "")[:255], size_bytes=len(data), sha256=checked.sha256,
         format=checked.format, width=checked.width, height=checked.height, bit_depth=checked.bit_depth,
         view_position=checked.view_position, study_uid=checked.study_uid, series_uid=checked.series_uid,
-        duplicate_of=duplicate,
+        duplicate_of=duplicate, decoded_sha256=hashlib.sha256(decoded).hexdigest(),
     )
     try:
         scan.file.save("scan", ContentFile(data), save=False)
         scan.preview.save("preview", ContentFile(checked.preview_png), save=False)
+        scan.decoded.save("decoded", ContentFile(decoded), save=False)
         with transaction.atomic():
             scan.save()
             screening = Screening.objects.create(hospital_id=patient.hospital_id, patient=patient, scan=scan)
@@ -78,7 +80,7 @@ def scan_upload(*, patient: Patient, data: bytes, filename: str, actor: User, re
                          detail={"patient": patient.pk, "screening": screening.pk, "duplicate_of": scan.duplicate_of_id})
             screening_enqueue(screening=screening)
     except BaseException:
-        for stored in (scan.file, scan.preview):
+        for stored in (scan.file, scan.preview, scan.decoded):
             if stored.name:
                 default_storage.delete(stored.name)
         raise

@@ -43,6 +43,8 @@ def predictor():
 
 @worker_process_init.connect
 def load_model_in_child(**kwargs):
+    if settings.SCREENING_WORKER_NICE:
+        os.nice(settings.SCREENING_WORKER_NICE)
     if settings.SCREENING_PRELOAD_MODEL:
         try:
             predictor()
@@ -139,12 +141,33 @@ def screening_run(self, *, screening_id: int, hospital_id: int):
     return screen_batch(self, batch)
 
 
+def _read_checked(field, sha256: str) -> bytes | None:
+    with field.open("rb") as fh:
+        data = fh.read()
+    return data if hashlib.sha256(data).hexdigest() == sha256 else None
+
+
+def stored_image(scan):
+    """The image to screen: the copy decoded at upload, else (a scan stored before there
+    were copies) the original decoded again. None when the original or the copy does not
+    match its sha256 (damaged or altered on disk): such a scan is not screened."""
+    from ml.preprocessing import DecodedImage, load_image_bytes
+
+    original = _read_checked(scan.file, scan.sha256)
+    if original is None:
+        return None
+    if not scan.decoded:
+        return load_image_bytes(original)
+    copy = _read_checked(scan.decoded, scan.decoded_sha256)
+    return None if copy is None else DecodedImage.from_bytes(copy)
+
+
 def screen_batch(task, batch: list) -> str:
     """Screen the claimed batch; returns the outcome of the task's own screening (the
     first). Each screening is handled inside its own hospital's scope."""
     from ml.explain import explain
     from ml.inference import ResourceExhaustedError
-    from ml.preprocessing import ImageError, load_image_bytes
+    from ml.preprocessing import ImageError
 
     own = batch[0]
     outcome: dict[int, str] = {}
@@ -158,23 +181,23 @@ def screen_batch(task, batch: list) -> str:
         fault_injection(batch)
         images = []
         for screening in batch:
-            with screening.scan.file.open("rb") as fh:
-                data = fh.read()
-            if hashlib.sha256(data).hexdigest() != screening.scan.sha256:
+            try:
+                decoded = stored_image(screening.scan)
+            except ImageError as exc:
+                finish(screening, ScreeningStatus.REJECTED, str(exc))
+                continue
+            if decoded is None:
                 finish(screening, ScreeningStatus.FAILED,
                        "The stored file does not match its checksum; it was not screened.")
                 continue
-            try:
-                images.append((screening, load_image_bytes(data)))
-            except ImageError as exc:
-                finish(screening, ScreeningStatus.REJECTED, str(exc))
+            images.append((screening, decoded))
         model = predictor()
         predictions = predict(model, [decoded for _, decoded in images])
         for (screening, decoded), prediction in zip(images, predictions):
             if prediction.status != "ok":
                 finish(screening, ScreeningStatus.CANNOT_ASSESS, prediction.reason or "The image cannot be assessed.")
                 continue
-            _, overlay = explain(model, decoded, class_name=prediction.label)
+            _, overlay = explain(model, decoded, class_name=prediction.label, heatmap=prediction.heatmap)
             with scope(hospital=screening.hospital):
                 services.screening_store_result(screening=screening, prediction=prediction.to_dict(),
                                                 heatmap_png=overlay)

@@ -229,6 +229,10 @@ SCREENING_PRELOAD_MODEL = env.bool("SCREENING_PRELOAD_MODEL", default=True)
 # waiting at most this long for the batch to fill.
 SCREENING_BATCH_MAX = env.int("SCREENING_BATCH_MAX", default=8)
 SCREENING_BATCH_WAIT_MS = env.int("SCREENING_BATCH_WAIT_MS", default=20)
+# CPU priority of the inference pool processes (added to the worker's nice value): where web
+# and worker share a machine, uploads and page loads go first and screening takes the
+# rest of the CPU; on a machine of its own the worker is as fast as without. 0 keeps it.
+SCREENING_WORKER_NICE = env.int("SCREENING_WORKER_NICE", default=10)
 CELERY_BEAT_SCHEDULE = {
     "screening-sweep": {"task": "screening.sweep", "schedule": SCREENING_SWEEP_INTERVAL_SECONDS},
 }

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ml.preprocessing import ImageError, load_array, load_image_bytes, normalize, prepare
+from ml.preprocessing import DecodedImage, ImageError, load_array, load_image_bytes, normalize, prepare
 from tests.ml.synth import synthetic_chest, to_png8
 
 SIZE = 128
@@ -284,3 +284,22 @@ def test_arrays_and_pil_take_the_same_path(chest):
     assert np.abs(prepare(load_array(Image.fromarray(arr8)), SIZE) - ref).max() < 1e-5
     rgb = np.repeat(arr8[..., None], 3, axis=2)
     assert np.abs(prepare(load_array(rgb), SIZE) - ref).max() < 0.01
+
+
+def test_decoded_image_round_trips_bit_for_bit(chest):
+    """The copy stored at upload is what the worker screens: pixels and gate inputs survive."""
+    decoded = load_image_bytes(to_png8(chest))
+    decoded.colour_fraction, decoded.mean_chroma = 0.25, 0.125
+    back = DecodedImage.from_bytes(decoded.to_bytes())
+    assert back.pixels.dtype == np.float32 and np.array_equal(back.pixels, decoded.pixels)
+    assert (back.original_size, back.format, back.bit_depth, back.colour_fraction, back.mean_chroma, back.meta) == \
+        (decoded.original_size, decoded.format, decoded.bit_depth, 0.25, 0.125, decoded.meta)
+
+
+def test_decoded_image_refuses_other_files_and_pickles(chest):
+    pickled = io.BytesIO()
+    np.savez(pickled, pixels=np.array([object()], dtype=object), fields=np.zeros(2, np.uint8))
+    cut = load_image_bytes(to_png8(chest)).to_bytes()[:-9]
+    for data in (b"", b"not an npz", to_png8(chest), pickled.getvalue(), cut):
+        with pytest.raises(ImageError, match="stored decoded image"):
+            DecodedImage.from_bytes(data)

@@ -101,6 +101,25 @@ def test_heatmap_is_gradcam_on_both_backends(exported):
             assert float(np.abs(heat - reference).max()) <= 1e-3
 
 
+def test_predictions_carry_the_heatmap_of_their_label(exported):
+    """The worker draws the overlay from the map of the prediction's own forward pass (no
+    second run of the model): it is the heatmap of the label shown, and stays out of the
+    JSON."""
+    from ml.explain import explain
+    from ml.inference import Predictor
+    from ml.preprocessing import load_image_bytes, prepare
+
+    for backend in ("keras", "onnx"):
+        p = Predictor(exported, backend=backend)
+        items = images()
+        for item, r in zip(items, p.predict_batch(items, quality_gate=False)):
+            x = prepare(load_image_bytes(item), p.image_size)
+            assert float(np.abs(r.heatmap - p.heatmap(x, r.label)).max()) <= 1e-4
+            assert "heatmap" not in r.to_dict() and json.dumps(r.to_dict())
+            heat, png = explain(p, item, r.label, heatmap=r.heatmap)
+            assert heat is r.heatmap and png.startswith(b"\x89PNG")
+
+
 def test_onnx_serving_needs_no_tensorflow(exported):
     code = ("import sys; from ml.inference import Predictor; from tests.ml.synth import synthetic_chest, to_png8; "
             f"p = Predictor({str(exported)!r}, backend='onnx'); "

@@ -226,13 +226,13 @@ def test_client_filenames_never_reach_the_disk(uploader, world, settings, figure
     media = Path(settings.MEDIA_ROOT).resolve()
     allowed = [media / "scans" / f"h{world.hospital.pk}", media / "derived" / f"h{world.hospital.pk}"]
     with scopes_disabled():
-        names = [n for s in Scan.objects.all() for n in (s.file.name, s.preview.name)]
+        names = [n for s in Scan.objects.all() for n in (s.file.name, s.preview.name, s.decoded.name)]
     outside = [n for n in names if not any((media / n).resolve().is_relative_to(a) for a in allowed)
-               or not re.fullmatch(r"(scans|derived)/h\d+/[0-9a-f]{32}\.(png|jpeg|dcm)", n)]
+               or not re.fullmatch(r"(scans|derived)/h\d+/[0-9a-f]{32}\.(png|jpeg|dcm|npz)", n)]
     on_disk = [p for p in media.rglob("*") if p.is_file()]
     figure("D5", f"traversal names {len(TRAVERSAL_NAMES)} x 2 paths; paths outside tenant dir {len(outside)}",
            names=len(TRAVERSAL_NAMES) * 2, outside=len(outside))
-    assert len(names) == 4 * len(TRAVERSAL_NAMES) and outside == []
+    assert len(names) == 6 * len(TRAVERSAL_NAMES) and outside == []
     assert len(on_disk) == len(names) and all(p.resolve().is_relative_to(allowed[0].parent.parent) for p in on_disk)
 
 

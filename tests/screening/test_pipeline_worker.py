@@ -80,6 +80,9 @@ def test_upload_reaches_done_with_a_result_and_heatmap(pipeline, figure):
     assert len(results) == 1 and results[0].label in {"covid", "pneumonia", "normal"}
     assert results[0].heatmap.name and (Path(pipeline.worker.media) / results[0].heatmap.name).stat().st_size > 0
     assert results[0].input_sha256 == hashlib.sha256(FILM.read_bytes()).hexdigest()
+    # The pool runs at a lower CPU priority than the worker's parent (SCREENING_WORKER_NICE).
+    parent = os.getpriority(os.PRIO_PROCESS, pipeline.worker.pid)
+    assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in pipeline.worker.pool()] == [min(parent + 10, 19)]
     figure("E pipeline", f"broker {pipeline.worker.broker.kind}; upload -> {final.status} ({results[0].label})")
 
 

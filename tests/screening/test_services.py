@@ -4,6 +4,7 @@ stand-in predictor (the real worker runs in test_pipeline_worker.py)."""
 import datetime
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from django.db import OperationalError
 from django.test import TestCase
@@ -12,7 +13,7 @@ from django_scopes import scope, scopes_disabled
 
 from ml.preprocessing import ImageError
 from screening import services, tasks
-from screening.models import AiResult, Screening, ScreeningStatus
+from screening.models import AiResult, Scan, Screening, ScreeningStatus
 
 from .conftest import png_bytes
 
@@ -29,7 +30,7 @@ def prediction(status="ok", label="normal", reason=None, version="test-1"):
               "covid_positive": False, "decision": "covid_not_suspected", "threshold": 0.4, "model_name": "stub",
               "model_version": version, "model_sha256": "0" * 64, "preprocessing_version": "cxr-pre-1.0",
               "timings_ms": {"total": 1.0}, "quality": {}}
-    return SimpleNamespace(**values, to_dict=lambda: dict(values))
+    return SimpleNamespace(**values, heatmap=None, to_dict=lambda: dict(values))
 
 
 class StubPredictor:
@@ -50,7 +51,8 @@ def stub(monkeypatch):
     def install(answer):
         predictor = StubPredictor(answer)
         monkeypatch.setattr(tasks, "predictor", lambda: predictor)
-        monkeypatch.setattr("ml.explain.explain", lambda model, decoded, class_name=None: (None, b"\x89PNG heat"))
+        monkeypatch.setattr("ml.explain.explain",
+                            lambda model, decoded, class_name=None, heatmap=None: (None, b"\x89PNG heat"))
         return predictor
 
     return install
@@ -155,6 +157,47 @@ def test_checksum_mismatch_fails_without_inference(screening, stub):
     assert run(screening).result == ScreeningStatus.FAILED
     final = reload(screening)
     assert final.status == ScreeningStatus.FAILED and "checksum" in final.reason and predictor.calls == 0
+
+
+def test_worker_screens_the_copy_decoded_at_upload(screening, stub, monkeypatch):
+    """The upload stored the decoded image with its checksum; the worker screens exactly
+    that, without decoding the original again."""
+    from ml.preprocessing import DecodedImage, load_image_bytes
+
+    predictor = stub(prediction())
+    with scopes_disabled():
+        scan = Screening.objects.get(pk=screening.pk).scan
+        expected = load_image_bytes(scan.file.read())
+    seen = []
+    monkeypatch.setattr(predictor, "predict_batch", lambda items: seen.extend(items) or [prediction()])
+    monkeypatch.setattr("ml.preprocessing.load_image_bytes", lambda *a, **k: pytest.fail("decoded again"))
+    assert run(screening).result == ScreeningStatus.DONE
+    assert len(seen) == 1 and isinstance(seen[0], DecodedImage)
+    assert np.array_equal(seen[0].pixels, expected.pixels) and seen[0].original_size == expected.original_size
+
+
+def test_damaged_decoded_copy_fails_without_inference(screening, stub):
+    predictor = stub(prediction())
+    with scopes_disabled():
+        path = Screening.objects.get(pk=screening.pk).scan.decoded.path
+    with open(path, "r+b") as fh:
+        fh.seek(-100, 2)
+        byte = fh.read(1)
+        fh.seek(-100, 2)
+        fh.write(bytes([byte[0] ^ 0x01]))
+    assert run(screening).result == ScreeningStatus.FAILED
+    final = reload(screening)
+    assert "checksum" in final.reason and predictor.calls == 0
+
+
+def test_scan_stored_without_a_decoded_copy_is_decoded_from_the_original(screening, stub):
+    """Scans uploaded before copies were kept: the worker decodes their original."""
+    predictor = stub(prediction(label="pneumonia"))
+    with scopes_disabled():
+        Scan.objects.filter(screenings=screening).update(decoded="", decoded_sha256="")
+    assert run(screening).result == ScreeningStatus.DONE and predictor.calls == 1
+    with scopes_disabled():
+        assert AiResult.objects.get(screening=screening).label == "pneumonia"
 
 
 def test_unreadable_image_is_rejected(screening, stub):

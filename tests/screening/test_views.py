@@ -88,10 +88,11 @@ def test_upload_several_files_one_bad_stores_the_good_ones(login, clinician, pat
     assert sum("stored and queued" in t for t in texts) == 2
     refused = [t for t in texts if "notes.png" in t]
     assert len(refused) == 1 and "stored" not in refused[0]
-    # Nothing of the bad file reached the disk: only the two good scans and their previews.
+    # Nothing of the bad file reached the disk: only the two good scans, their previews and
+    # their decoded copies.
     from django.conf import settings
     stored = [p for p in settings.MEDIA_ROOT.rglob("*") if p.is_file()]
-    assert len(stored) == 4
+    assert len(stored) == 6
 
 
 def test_upload_answers_json_per_file(login, clinician, patient, hospital_a):
