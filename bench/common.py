@@ -212,6 +212,33 @@ class RssSampler:
         self._thread.join()
 
 
+def cpu_seconds(groups: dict[str, int | str]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each group: a pid with its whole process
+    tree, or every process of that name (e.g. `mariadbd`). Differences of two calls give
+    what each part of the stack spent in between."""
+    import psutil
+
+    out = {}
+    for name, root in groups.items():
+        if isinstance(root, int):
+            try:
+                parent = psutil.Process(root)
+                procs = [parent, *parent.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                procs = []
+        else:
+            procs = [p for p in psutil.process_iter(["name"]) if p.info["name"] == root]
+        total = 0.0
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        out[name] = total
+    return out
+
+
 def mib(n: int) -> float:
     return n / 2**20
 

@@ -48,12 +48,6 @@ def _enqueue(screening: Screening) -> None:
         log.warning("could not enqueue screening %s; the sweeper will retry", screening.pk, exc_info=True)
 
 
-def screening_enqueue(*, screening: Screening) -> None:
-    """Mark the screening as (re)queued now and publish it after the transaction commits."""
-    Screening.objects.filter(pk=screening.pk).update(enqueued_at=timezone.now())
-    transaction.on_commit(lambda: _enqueue(screening))
-
-
 def scan_upload(*, patient: Patient, data: bytes, filename: str, actor: User, request=None) -> Screening:
     """Validate, store and queue one scan. A bad file raises ValidationError and nothing is
     stored: the file is written only after validation, and removed again if the database
@@ -74,11 +68,13 @@ def scan_upload(*, patient: Patient, data: bytes, filename: str, actor: User, re
         scan.decoded.save("decoded", ContentFile(decoded), save=False)
         with transaction.atomic():
             scan.save()
-            screening = Screening.objects.create(hospital_id=patient.hospital_id, patient=patient, scan=scan)
+            screening = Screening.objects.create(hospital_id=patient.hospital_id, patient=patient, scan=scan,
+                                                 enqueued_at=timezone.now())
+            transaction.on_commit(lambda: _enqueue(screening))
+            # Last: the audit append locks the hospital's chain head until the commit.
             audit_record(action="create", object_type="scan", object_id=scan.pk, hospital=patient.hospital,
                          actor=actor, request=request,
                          detail={"patient": patient.pk, "screening": screening.pk, "duplicate_of": scan.duplicate_of_id})
-            screening_enqueue(screening=screening)
     except BaseException:
         for stored in (scan.file, scan.preview, scan.decoded):
             if stored.name:
@@ -214,9 +210,9 @@ def screening_finish(*, screening: Screening, status: str, reason: str = "") -> 
     """End a job that produced no result (failed, rejected, cannot_assess)."""
     with transaction.atomic():
         _finish(screening, status, reason)
+        _emit_screening_event(screening)
         audit_record(action="update", object_type="screening", object_id=screening.pk,
                      hospital=screening.hospital, detail={"status": status})
-        _emit_screening_event(screening)
 
 
 def screening_store_result(*, screening: Screening, prediction: dict, heatmap_png: bytes | None) -> AiResult:
@@ -241,9 +237,10 @@ def screening_store_result(*, screening: Screening, prediction: dict, heatmap_pn
         with transaction.atomic():
             result.save()
             _finish(screening, ScreeningStatus.DONE)
+            _emit_screening_event(screening, result)
+            # Last: the audit append locks the hospital's chain head until the commit.
             audit_record(action="create", object_type="airesult", object_id=result.pk,
                          hospital=screening.hospital, detail={"screening": screening.pk})
-            _emit_screening_event(screening, result)
     except IntegrityError:
         if result.heatmap:
             default_storage.delete(result.heatmap.name)

@@ -56,11 +56,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # SVG, script or PHP). Anywhere in the file: long tokens only, which compressed pixel
 # data does not produce by chance. In the metadata (PNG chunks other than IDAT, JPEG
 # segments before the scan, the DICOM preamble and header) shorter tags count too.
-# Matched in the lower-cased file, and only where one of the tokens' fixed prefixes occurs
-# (`bytes.find` runs at memory speed; a regular expression over a few MB costs about 5 ms
-# a megabyte, with re.I several times more).
-_MARKUP_ANYWHERE = re.compile(rb"<script|<iframe|<!doctype\s+html|<\?php\s|javascript:|<svg\s+xmlns")
-_MARKUP_PREFIXES = (b"<script", b"<iframe", b"<!doctype", b"<?php", b"javascript:", b"<svg")
+# Matched in the lower-cased file. The tags share the literal "<", which the regular
+# expression engine scans for at C speed (an alternation of different first bytes, or re.I,
+# costs about ten times more over a few MB); "javascript:" is a plain substring search.
+_MARKUP_TAGS = re.compile(rb"<(?:script|iframe|!doctype\s+html|\?php\s|svg\s+xmlns)")
 _MARKUP_METADATA = re.compile(rb"<(?:html|body|svg|script|iframe|object|embed)[\s/>]|<\?php|on(?:error|load)\s*=",
                               re.I)
 # Bytes tolerated after the end of an image: padding some encoders and PACS write.
@@ -130,20 +129,11 @@ def _jpeg_regions(data: bytes) -> tuple[list[bytes], bytes]:
     return metadata, data[eoi + 2:]
 
 
-def _has_markup(lowered: bytes) -> bool:
-    for prefix in _MARKUP_PREFIXES:
-        at = lowered.find(prefix)
-        while at >= 0:
-            if _MARKUP_ANYWHERE.match(lowered, at):
-                return True
-            at = lowered.find(prefix, at + 1)
-    return False
-
-
 def check_structure(data: bytes, fmt: str) -> str | None:
     """A reason to refuse the file before decoding it: cut short, a bad chunk checksum, or a
     polyglot (markup inside, other data after the end of the image). None when it is fine."""
-    if _has_markup(data.lower()):
+    lowered = data.lower()
+    if _MARKUP_TAGS.search(lowered) or b"javascript:" in lowered:
         return "refused, the file contains HTML, SVG or script markup (a polyglot file)"
     try:
         if fmt == "PNG":
