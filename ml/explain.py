@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from ml.card import CLASSES
-from ml.preprocessing import normalize, prepare
+from ml.preprocessing import contrast_stretch, prepare
 
 
 def gradcam(model, x: np.ndarray, class_index: int) -> np.ndarray:
@@ -59,18 +59,18 @@ def _jet(v: np.ndarray) -> np.ndarray:
 
 def overlay_png(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45,
                 max_side: int = 512) -> bytes:
-    """Blend the heatmap over the (contrast-normalised) image; PNG bytes.
+    """Blend the heatmap over the (percentile-stretched, as for display) image; PNG bytes.
 
     The heatmap was computed on the square-squashed input; it is stretched
     back to the image's own aspect ratio here.  The image is shrunk before it
-    is contrast-normalised: normalising a full-size film costs about a second.
+    is stretched.
     """
     base = np.asarray(pixels, np.float32)
     h, w = base.shape
     scale = min(1.0, max_side / max(h, w))
     size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
     small = np.clip(np.asarray(Image.fromarray(base).resize(size, Image.Resampling.BILINEAR)), 0.0, 1.0)
-    gray = Image.fromarray((normalize(small) * 255).astype(np.uint8))
+    gray = Image.fromarray((contrast_stretch(small) * 255).astype(np.uint8))
     heat = Image.fromarray(heatmap.astype(np.float32)).resize(size, Image.Resampling.BICUBIC)
     heat_arr = np.clip(np.asarray(heat), 0, 1)
     rgb = np.repeat(np.asarray(gray)[..., None], 3, axis=2).astype(np.float32)

@@ -203,7 +203,7 @@ def _emit_screening_event(screening: Screening, result: AiResult | None = None) 
     cannot_assess are screening.completed, failed and rejected screening.failed."""
     completed = screening.status in (ScreeningStatus.DONE, ScreeningStatus.CANNOT_ASSESS)
     event_emit(hospital=screening.hospital, event="screening.completed" if completed else "screening.failed",
-               payload=webhook_payloads.screening_data(screening, result))
+               payload=lambda: webhook_payloads.screening_data(screening, result))
 
 
 def screening_finish(*, screening: Screening, status: str, reason: str = "") -> None:

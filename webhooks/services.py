@@ -18,6 +18,7 @@ import random
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -119,11 +120,12 @@ def endpoint_rotate_secret(*, endpoint: Endpoint, actor: User, request=None) -> 
 
 # --- the outbox -------------------------------------------------------------------------------------
 
-def event_emit(*, hospital: Hospital, event: str, payload: dict) -> list[Delivery]:
+def event_emit(*, hospital: Hospital, event: str, payload: dict | Callable[[], dict]) -> list[Delivery]:
     """Write one pending delivery per active endpoint of `hospital` that subscribes to
     `event`, in the caller's transaction, and publish them once it commits. Call it inside
     the atomic block of the change it announces: a rollback then removes the deliveries
-    too, and a commit makes them durable even if the broker is down (the sweeper)."""
+    too, and a commit makes them durable even if the broker is down (the sweeper).
+    `payload` may be a function that builds it: called only when an endpoint subscribes."""
     if event not in WebhookEvent.values:
         raise ValueError(f"Unknown webhook event {event!r}.")
     endpoints = [e for e in Endpoint.objects.filter(hospital=hospital, is_active=True) if e.subscribes_to(event)]
@@ -131,8 +133,9 @@ def event_emit(*, hospital: Hospital, event: str, payload: dict) -> list[Deliver
         return []
     now = timezone.now()
     event_id = uuid.uuid4()
+    data = payload() if callable(payload) else payload
     body = json.dumps({"id": str(event_id), "event": event, "created_at": now.isoformat(), "hospital": hospital.slug,
-                       "data": payload}, sort_keys=True, separators=(",", ":"), default=str)
+                       "data": data}, sort_keys=True, separators=(",", ":"), default=str)
     deliveries = [
         Delivery.objects.create(hospital=hospital, endpoint=endpoint, event=event, event_id=event_id, body=body,
                                 next_attempt_at=now)

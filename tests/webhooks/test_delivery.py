@@ -147,6 +147,22 @@ def test_only_active_subscribed_endpoints_get_deliveries(hook):
         assert services.event_emit(hospital=hook.hospital, event="screening.failed", payload={}) == []
 
 
+def test_a_payload_function_is_called_only_for_subscribers(hook):
+    calls = []
+
+    def payload():
+        calls.append(1)
+        return {"screening": {"id": 7}}
+
+    with scope(hospital=hook.hospital):
+        services.endpoint_update(endpoint=hook.endpoint, actor=hook.admin, url=hook.endpoint.url,
+                                 events=["screening.failed"], description="", is_active=True)
+        assert services.event_emit(hospital=hook.hospital, event="review.recorded", payload=payload) == []
+        assert calls == []
+        [delivery] = services.event_emit(hospital=hook.hospital, event="screening.failed", payload=payload)
+    assert calls == [1] and json.loads(delivery.body)["data"] == {"screening": {"id": 7}}
+
+
 def test_a_pending_delivery_of_a_deactivated_endpoint_ends_failed_unsent(hook):
     [delivery] = emit(hook)
     with scope(hospital=hook.hospital):
