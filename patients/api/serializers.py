@@ -5,10 +5,11 @@ the URL, and every foreign key is limited to that hospital."""
 from rest_framework import serializers
 
 from hospitals.api.fields import HospitalPrimaryKeyRelatedField
+from hospitals.api.serializers import FastReadMixin
 from patients.models import LabResult, LabTest, LabTestType, Patient, Status, StatusChange
 
 
-class PatientSerializer(serializers.ModelSerializer):
+class PatientSerializer(FastReadMixin, serializers.ModelSerializer):
     class Meta:
         model = Patient
         fields = ["id", "mrn", "given_name", "family_name", "sex", "birth_date", "phone", "email", "address",
@@ -18,7 +19,7 @@ class PatientSerializer(serializers.ModelSerializer):
         validators: list = []
 
 
-class StatusChangeSerializer(serializers.ModelSerializer):
+class StatusChangeSerializer(FastReadMixin, serializers.ModelSerializer):
     patient = HospitalPrimaryKeyRelatedField(model=Patient)
     lab_test = HospitalPrimaryKeyRelatedField(model=LabTest, required=False, allow_null=True,
                                               help_text="The lab test this change is based on (same patient).")
@@ -33,7 +34,7 @@ class StatusChangeSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "from_status", "source", "changed_by", "changed_at"]
 
 
-class LabTestSerializer(serializers.ModelSerializer):
+class LabTestSerializer(FastReadMixin, serializers.ModelSerializer):
     patient = HospitalPrimaryKeyRelatedField(model=Patient)
     test_type = serializers.ChoiceField(choices=LabTestType.choices)
     result = serializers.ChoiceField(choices=LabResult.choices)

@@ -20,7 +20,7 @@ class TimelineEntrySerializer(serializers.Serializer):
 
     def to_representation(self, entry):
         kind, at, obj = entry
-        data = {"kind": kind, "at": serializers.DateTimeField().to_representation(at)}
+        data = {"kind": kind, "at": self.fields["at"].to_representation(at)}
         data.update({k: None for k in KINDS})
         data[kind] = self.fields[kind].to_representation(obj)
         return data

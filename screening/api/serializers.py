@@ -5,12 +5,13 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from hospitals.api.fields import HospitalPrimaryKeyRelatedField
+from hospitals.api.serializers import FastReadMixin
 from ml.inference import DISCLAIMER
 from patients.models import Patient
 from screening.models import AiLabel, AiResult, Review, ReviewDecision, Scan, Screening
 
 
-class ScanSerializer(serializers.ModelSerializer):
+class ScanSerializer(FastReadMixin, serializers.ModelSerializer):
     class Meta:
         model = Scan
         fields = ["id", "format", "width", "height", "bit_depth", "size_bytes", "sha256", "original_filename",
@@ -18,7 +19,7 @@ class ScanSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class AiResultSerializer(serializers.ModelSerializer):
+class AiResultSerializer(FastReadMixin, serializers.ModelSerializer):
     probabilities = serializers.DictField(child=serializers.FloatField(), help_text="Class -> probability.")
     quality = serializers.DictField(help_text="Input quality checks of the image.")
     has_heatmap = serializers.SerializerMethodField()
@@ -53,7 +54,7 @@ class LatestResultField(serializers.Field):
         return self.result_serializer.to_representation(results[0]) if results else None
 
 
-class ScreeningSerializer(serializers.ModelSerializer):
+class ScreeningSerializer(FastReadMixin, serializers.ModelSerializer):
     scan = ScanSerializer(read_only=True)
     result = LatestResultField(help_text="The newest AI result, once the screening is done.")
     reviews = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
@@ -66,7 +67,7 @@ class ScreeningSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ScreeningStatusSerializer(serializers.ModelSerializer):
+class ScreeningStatusSerializer(FastReadMixin, serializers.ModelSerializer):
     """The small answer to poll while a screening runs."""
 
     is_final = serializers.BooleanField(read_only=True)
@@ -87,7 +88,7 @@ class ScanUploadSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="PNG (8/16-bit), JPEG or DICOM chest X-ray.")
 
 
-class ReviewSerializer(serializers.ModelSerializer):
+class ReviewSerializer(FastReadMixin, serializers.ModelSerializer):
     result = HospitalPrimaryKeyRelatedField(model=AiResult, help_text="The AI result this review reads.")
     decision = serializers.ChoiceField(choices=ReviewDecision.choices)
     clinical_label = serializers.ChoiceField(choices=AiLabel.choices)
