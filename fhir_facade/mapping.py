@@ -129,8 +129,9 @@ def organization(hospital) -> dict:
     }
 
 
-def patient(p) -> dict:
-    """Demographics and the MRN; the national id is left out (partners match on the MRN)."""
+def patient(p, hospital) -> dict:
+    """Demographics and the MRN; the national id is left out (partners match on the MRN).
+    `hospital` is the patient's."""
     telecom = []
     if p.phone:
         telecom.append({"system": "phone", "value": p.phone})
@@ -143,7 +144,7 @@ def patient(p) -> dict:
         "identifier": [{
             "use": "usual",
             "type": _concept(_coding(V2_0203, "MR", "Medical record number")),
-            "system": mrn_system(p.hospital),
+            "system": mrn_system(hospital),
             "value": p.mrn,
         }],
         "active": True,
@@ -153,7 +154,7 @@ def patient(p) -> dict:
         "birthDate": p.birth_date.isoformat(),
         "deceasedBoolean": True if p.status == Status.DECEASED else None,
         "address": [{"text": p.address}] if p.address else [],
-        "managingOrganization": {**_ref("Organization", p.hospital_id), "display": p.hospital.name},
+        "managingOrganization": {**_ref("Organization", p.hospital_id), "display": hospital.name},
     })
 
 

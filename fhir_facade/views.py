@@ -148,14 +148,14 @@ class PatientViewSet(FhirResourceViewSet):
     }
 
     def get_queryset(self):
-        return Patient.objects.filter(hospital=self.request.hospital).select_related("hospital")
+        return Patient.objects.filter(hospital=self.request.hospital)
 
     def audit_objects(self, objects, action):
         if objects:
             patient_selectors.patient_audit_read(request=self.request, patients=objects, action=action)
 
     def to_resource(self, patient):
-        return mapping.patient(patient)
+        return mapping.patient(patient, self.request.hospital)
 
 
 # --- Observation (AI results) -------------------------------------------------------------------------

@@ -77,8 +77,13 @@ def audit_record(
         detail = {**(detail or {}), "client": client.pk, "client_name": client.name}
     chain = chain_name(hospital.pk if hospital else None)
     with transaction.atomic(), scopes_disabled():
-        head, _ = AuditChainHead.objects.get_or_create(chain=chain, defaults={"hash": GENESIS})
-        head = AuditChainHead.objects.select_for_update().get(pk=head.pk)
+        # Lock the head in the first statement; a chain's first entry creates it.
+        heads = AuditChainHead.objects.select_for_update()
+        try:
+            head = heads.get(chain=chain)
+        except AuditChainHead.DoesNotExist:
+            AuditChainHead.objects.get_or_create(chain=chain, defaults={"hash": GENESIS})
+            head = heads.get(chain=chain)
         event = AuditEvent(
             hospital=hospital,
             chain=chain,
@@ -96,8 +101,7 @@ def audit_record(
         )
         event.hash = compute_hash(event)
         event.save()
-        head.seq, head.hash = event.seq, event.hash
-        head.save(update_fields=["seq", "hash"])
+        AuditChainHead.objects.filter(pk=head.pk).update(seq=event.seq, hash=event.hash)
     return event
 
 

@@ -2,7 +2,10 @@
 to its hospital admin's choices: a token never carries a scope the client was not
 allowed, and a revoked client (or one of a deactivated hospital) gets no token."""
 
+import hashlib
+
 from django_scopes import scopes_disabled
+from oauth2_provider.models import get_access_token_model
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.scopes import SettingsScopes
 
@@ -29,13 +32,22 @@ ACTION_SCOPES: dict[str, str] = {
 }
 
 
+# What a bearer token is loaded with (PartnerOAuth2Validator): its application, the
+# application's partner client, that client's hospital and service account, in the
+# token's query. Client-credentials tokens have no user: none is joined.
+TOKEN_RELATED = ("application__partner_client__hospital", "application__partner_client__service_user")
+
+
 def partner_client_of(application):
     """The PartnerClient of a DOT application, or None (unscoped lookup: the token
-    endpoint runs before any hospital is known)."""
+    endpoint runs before any hospital is known). No query where the application was
+    loaded with its client (TOKEN_RELATED)."""
     from hospitals.models import PartnerClient
 
     if application is None:
         return None
+    if type(application).partner_client.is_cached(application):
+        return getattr(application, "partner_client", None)
     with scopes_disabled():
         return PartnerClient.objects.select_related("hospital", "service_user").filter(application_id=application.pk).first()
 
@@ -58,7 +70,13 @@ class PartnerScopes(SettingsScopes):
 
 
 class PartnerOAuth2Validator(OAuth2Validator):
-    """Only an application that is a usable PartnerClient can authenticate at /o/token/."""
+    """Only an application that is a usable PartnerClient can authenticate at /o/token/.
+    A bearer token is loaded with its partner client in one query."""
+
+    def _load_access_token(self, token):
+        checksum = hashlib.sha256(token.encode("utf-8")).hexdigest()
+        tokens = get_access_token_model().objects.select_related(*TOKEN_RELATED).filter(token_checksum=checksum)
+        return next(iter(tokens[:1]), None)  # the checksum is unique: no ORDER BY
 
     def authenticate_client(self, request, *args, **kwargs):
         if not super().authenticate_client(request, *args, **kwargs):
