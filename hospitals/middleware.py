@@ -11,6 +11,7 @@ from django.urls import Resolver404, resolve
 from django_scopes import scope, scopes_disabled
 
 from . import selectors
+from .security import active_memberships
 
 
 class TenantScopeMiddleware:
@@ -32,7 +33,7 @@ class TenantScopeMiddleware:
         if slug is not None:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
-            membership = selectors.membership_for(user=request.user, hospital_slug=slug)
+            membership = next((m for m in active_memberships(request) if m.hospital.slug == slug), None)
             if membership is None:
                 raise Http404("No such hospital.")
             request.hospital = membership.hospital

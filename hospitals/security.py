@@ -34,6 +34,7 @@ from django.utils.cache import patch_cache_control
 from django.utils.http import urlencode
 
 from . import selectors
+from .models import Role
 
 SESSION_STARTED = "security_session_started"
 SESSION_LAST_SEEN = "security_session_last_seen"
@@ -76,9 +77,20 @@ class SessionTimeoutMiddleware:
 
 
 # --- second factor ---------------------------------------------------------------------------------
-def requires_mfa(user) -> bool:
-    """Platform staff and anyone who administers a hospital."""
-    return user.is_staff or user.is_superuser or bool(selectors.admin_hospital_ids(user=user))
+def active_memberships(request) -> list:
+    """The signed-in user's active memberships in active hospitals
+    (`selectors.user_memberships`), loaded once per request: the second-factor check and
+    the tenant scope (hospitals.middleware) read the same rows."""
+    memberships = getattr(request, "_active_memberships", None)
+    if memberships is None:
+        memberships = request._active_memberships = selectors.user_memberships(user=request.user)
+    return memberships
+
+
+def requires_mfa(user, memberships) -> bool:
+    """Platform staff and anyone who administers a hospital (`memberships`: the user's
+    active ones)."""
+    return user.is_staff or user.is_superuser or any(m.role == Role.HOSPITAL_ADMIN for m in memberships)
 
 
 def session_passed_mfa(request) -> bool:
@@ -113,7 +125,7 @@ class MfaRequiredMiddleware:
     def __call__(self, request):
         user = request.user
         if (user.is_authenticated and not request.path_info.startswith(self.open_prefixes)
-                and not session_passed_mfa(request) and requires_mfa(user)):
+                and not session_passed_mfa(request) and requires_mfa(user, active_memberships(request))):
             enrolled = Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).exists()
             target = reverse("mfa_reauthenticate" if enrolled else "mfa_activate_totp")
             return HttpResponseRedirect(f"{target}?{urlencode({'next': request.get_full_path()})}")

@@ -11,28 +11,53 @@ from hospitals.models import Hospital
 from .models import LabResult, Patient, Status
 
 
-def patient_list(*, hospital: Hospital, query: str = "", status: str = "",
-                 awaiting_review: bool = False) -> QuerySet[Patient]:
-    """Patients of the hospital, searched by MRN or name, filtered by status and by having a
-    screening that waits for review; each is annotated with `awaiting_review`."""
+def _patient_search(*, hospital: Hospital, query: str, status: str, awaiting_review: bool):
+    """The patients the filters keep, and the search's MRN and name conditions (None
+    without a search)."""
     from screening.models import Screening, ScreeningStatus
 
     unreviewed = Screening.objects.filter(patient=OuterRef("pk"), status=ScreeningStatus.DONE, reviews__isnull=True)
     qs = Patient.objects.filter(hospital=hospital).annotate(awaiting_review=Exists(unreviewed))
-    query = query.strip()
-    if query:
-        terms = Q(mrn__iexact=query) | Q(mrn__istartswith=query)
-        for word in query.split():
-            terms |= Q(given_name__icontains=word) | Q(family_name__icontains=word)
-        if len(query.split()) > 1:
-            words = query.split()
-            terms |= Q(given_name__icontains=words[0], family_name__icontains=words[-1])
-        qs = qs.filter(terms)
     if status in Status.values:
         qs = qs.filter(status=status)
     if awaiting_review:
         qs = qs.filter(awaiting_review=True)
+    query = query.strip()
+    if not query:
+        return qs, None, None
+    by_mrn = Q(mrn__iexact=query) | Q(mrn__istartswith=query)
+    words = query.split()
+    by_name = Q()
+    for word in words:
+        by_name |= Q(given_name__icontains=word) | Q(family_name__icontains=word)
+    if len(words) > 1:
+        by_name |= Q(given_name__icontains=words[0], family_name__icontains=words[-1])
+    return qs, by_mrn, by_name
+
+
+def patient_list(*, hospital: Hospital, query: str = "", status: str = "",
+                 awaiting_review: bool = False) -> QuerySet[Patient]:
+    """Patients of the hospital, searched by MRN or name, filtered by status and by having a
+    screening that waits for review; each is annotated with `awaiting_review`."""
+    qs, by_mrn, by_name = _patient_search(hospital=hospital, query=query, status=status,
+                                          awaiting_review=awaiting_review)
+    if by_mrn is not None:
+        qs = qs.filter(by_mrn | by_name)
     return qs.order_by("family_name", "given_name", "id")
+
+
+def patient_list_count(*, hospital: Hospital, query: str = "", status: str = "",
+                       awaiting_review: bool = False) -> int:
+    """How many patients `patient_list` gives. A search counts the union of the MRN
+    matches (a range of the (hospital, MRN) index) and the name matches (a scan of the
+    (hospital, family name, given name) index alone) rather than testing every row of
+    the hospital for both."""
+    qs, by_mrn, by_name = _patient_search(hospital=hospital, query=query, status=status,
+                                          awaiting_review=awaiting_review)
+    if by_mrn is None:
+        return qs.count()
+    matches = qs.order_by().values("pk")
+    return matches.filter(by_mrn).union(matches.filter(by_name)).count()
 
 
 def patient_get(*, hospital: Hospital, pk: int) -> Patient:
@@ -43,22 +68,25 @@ def patient_get(*, hospital: Hospital, pk: int) -> Patient:
 TIMELINE_KINDS = ["status_change", "lab_test", "screening", "ai_result", "review"]
 
 
-def patient_timeline(*, patient: Patient) -> list[tuple[str, datetime.datetime, object]]:
+def patient_timeline(*, patient: Patient, with_related: bool = True) -> list[tuple[str, datetime.datetime, object]]:
     """Everything recorded about the patient as one timeline, newest first: (kind, when,
     record) with kind one of TIMELINE_KINDS and `when` the time it was recorded (a status
-    change also has its effective date, a lab test its sample date). Five queries."""
+    change also has its effective date, a lab test its sample date). Five queries.
+    `with_related=False` leaves out a change's lab test and a screening's scan and
+    uploader, which only the portal page shows (the API names them by id)."""
     from screening.models import Review, Screening
 
-    entries = [("status_change", c.changed_at, c)
-               for c in patient.status_changes.select_related("changed_by", "lab_test")]
+    changes = patient.status_changes.select_related("changed_by", *(["lab_test"] if with_related else []))
+    entries = [("status_change", c.changed_at, c) for c in changes]
     entries += [("lab_test", t.recorded_at, t) for t in patient.lab_tests.select_related("recorded_by")]
-    screenings = list(Screening.objects.filter(patient=patient).select_related("scan", "scan__uploaded_by")
-                      .prefetch_related("results"))
+    screenings = Screening.objects.filter(patient=patient).prefetch_related("results")
+    if with_related:
+        screenings = screenings.select_related("scan", "scan__uploaded_by")
+    screenings = list(screenings)
     entries += [("screening", s.created_at, s) for s in screenings]
     # A patient's AI results are those of the patient's screenings: fetched with them.
     entries += [("ai_result", r.created_at, r) for s in screenings for r in s.results.all()]
-    entries += [("review", r.reviewed_at, r)
-                for r in Review.objects.filter(patient=patient).select_related("reviewer", "result")]
+    entries += [("review", r.reviewed_at, r) for r in Review.objects.filter(patient=patient).select_related("reviewer")]
     entries.sort(key=lambda e: (e[1], TIMELINE_KINDS.index(e[0]), e[2].pk), reverse=True)
     return entries
 

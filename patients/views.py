@@ -30,6 +30,14 @@ def _patient_or_404(request, pk: int) -> Patient:
         raise Http404("No such patient.") from None
 
 
+class CountedPaginator(Paginator):
+    """A Paginator given its count (counted by a cheaper query than COUNT of the list)."""
+
+    def __init__(self, object_list, per_page, *, count: int):
+        super().__init__(object_list, per_page)
+        self.count = count
+
+
 QUICK_FILTERS = [  # (label, query parameters)
     (_("All patients"), {}),
     (_("Infected"), {"status": Status.INFECTED}),
@@ -45,9 +53,10 @@ def patient_list(request, hospital_slug):
     query = form.cleaned_data.get("q", "")
     status = form.cleaned_data.get("status", "")
     awaiting_review = form.cleaned_data.get("awaiting_review", False)
-    patients = selectors.patient_list(hospital=request.hospital, query=query, status=status,
-                                      awaiting_review=awaiting_review)
-    page = Paginator(patients, PAGE_SIZE).get_page(request.GET.get("page"))
+    filters = {"hospital": request.hospital, "query": query, "status": status, "awaiting_review": awaiting_review}
+    paginator = CountedPaginator(selectors.patient_list(**filters), PAGE_SIZE,
+                                 count=selectors.patient_list_count(**filters))
+    page = paginator.get_page(request.GET.get("page"))
     # One audit entry per page shown, naming every patient on it.
     selectors.patient_audit_read(request=request, patients=page.object_list, action="list")
     params = request.GET.copy()

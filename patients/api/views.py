@@ -62,7 +62,8 @@ class PatientViewSet(AuditedListMixin, AuditedRetrieveMixin, HospitalGenericView
     def history(self, request, *args, **kwargs):
         patient = self.get_object()
         selectors.patient_audit_read(request=request, patients=[patient], action="view")
-        return Response(TimelineEntrySerializer(selectors.patient_timeline(patient=patient), many=True).data)
+        timeline = selectors.patient_timeline(patient=patient, with_related=False)
+        return Response(TimelineEntrySerializer(timeline, many=True).data)
 
 
 @extend_schema_view(
