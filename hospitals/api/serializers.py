@@ -69,24 +69,24 @@ def _converter(field, tz):
     return datetime_iso
 
 
+# A ModelSerializer's `to_representation` without DRF's per-row, per-field
+# machinery: which attribute each field reads is worked out once per serializer (per
+# request), not for every row of a page. The output is DRF's, value for value:
+#
+# - a field on a concrete, non-relational model field reads the attribute and calls the
+#   field's own `to_representation` (a DateTimeField in ISO 8601 converts to the
+#   current time zone once looked up instead of once per value);
+# - a `PrimaryKeyRelatedField` on a foreign key gives the stored id;
+# - a field whose source is `*` (SerializerMethodField, custom fields) gets the row;
+# - anything else (nested serializers, reverse relations, properties, dotted sources)
+#   goes through DRF's own `get_attribute`, with its None and SkipField handling.
+#
+# A value that is not a model instance (validated data) goes through DRF unchanged.
+#
+# The fields themselves are built from the model once per serializer class; each
+# serializer gets a deep copy, as DRF does with declared fields.
+# (A comment, not a docstring: the OpenAPI schema would describe every serializer with it.)
 class FastReadMixin:
-    """A ModelSerializer's `to_representation` without DRF's per-row, per-field
-    machinery: which attribute each field reads is worked out once per serializer (per
-    request), not for every row of a page. The output is DRF's, value for value:
-
-    - a field on a concrete, non-relational model field reads the attribute and calls the
-      field's own `to_representation` (a DateTimeField in ISO 8601 converts to the
-      current time zone once looked up instead of once per value);
-    - a `PrimaryKeyRelatedField` on a foreign key gives the stored id;
-    - a field whose source is `*` (SerializerMethodField, custom fields) gets the row;
-    - anything else (nested serializers, reverse relations, properties, dotted sources)
-      goes through DRF's own `get_attribute`, with its None and SkipField handling.
-
-    A value that is not a model instance (validated data) goes through DRF unchanged.
-
-    The fields themselves are built from the model once per serializer class; each
-    serializer gets a deep copy, as DRF does with declared fields."""
-
     def get_fields(self):
         prototypes = type(self).__dict__.get("_field_prototypes")
         if prototypes is None:
