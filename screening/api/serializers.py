@@ -39,9 +39,25 @@ class AiResultSerializer(FastReadMixin, serializers.ModelSerializer):
         return DISCLAIMER
 
 
+# The API's screening querysets prefetch results and reviews into these lists (a Prefetch
+# with `to_attr`): prefetching into each row's related manager costs Django a queryset per row.
+PREFETCHED_RESULTS = "prefetched_results"
+PREFETCHED_REVIEWS = "prefetched_reviews"
+
+
+def _related(screening, prefetched: str, relation: str) -> list:
+    """The prefetched list, else the relation's rows."""
+    rows = getattr(screening, prefetched, None)
+    return list(getattr(screening, relation).all()) if rows is None else rows
+
+
+def newest_results(screening) -> list:
+    return sorted(_related(screening, PREFETCHED_RESULTS, "results"), key=lambda r: r.created_at, reverse=True)
+
+
 @extend_schema_field(AiResultSerializer(allow_null=True))
 class LatestResultField(serializers.Field):
-    """A screening's newest AI result (from the prefetched `results`), nested. The nested
+    """A screening's newest AI result (from the prefetched results), nested. The nested
     serializer is built once per list, not once per row (building one costs more than
     rendering the row)."""
 
@@ -50,14 +66,25 @@ class LatestResultField(serializers.Field):
         self.result_serializer = AiResultSerializer()
 
     def to_representation(self, screening):
-        results = sorted(screening.results.all(), key=lambda r: r.created_at, reverse=True)
+        results = newest_results(screening)
         return self.result_serializer.to_representation(results[0]) if results else None
+
+
+@extend_schema_field({"type": "array", "items": {"type": "integer"}})
+class ReviewIdsField(serializers.Field):
+    """The ids of a screening's reviews, in the order they were prefetched."""
+
+    def __init__(self, **kwargs):
+        super().__init__(source="*", read_only=True, **kwargs)
+
+    def to_representation(self, screening):
+        return [review.pk for review in _related(screening, PREFETCHED_REVIEWS, "reviews")]
 
 
 class ScreeningSerializer(FastReadMixin, serializers.ModelSerializer):
     scan = ScanSerializer(read_only=True)
     result = LatestResultField(help_text="The newest AI result, once the screening is done.")
-    reviews = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    reviews = ReviewIdsField()
     is_final = serializers.BooleanField(read_only=True)
 
     class Meta:
@@ -79,7 +106,7 @@ class ScreeningStatusSerializer(FastReadMixin, serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_result(self, screening) -> int | None:
-        results = sorted(screening.results.all(), key=lambda r: r.created_at, reverse=True)
+        results = newest_results(screening)
         return results[0].pk if results else None
 
 

@@ -18,6 +18,8 @@ from screening.models import AiResult, Review, Screening
 
 from . import filters
 from .serializers import (
+    PREFETCHED_RESULTS,
+    PREFETCHED_REVIEWS,
     AiResultSerializer,
     ApplySuggestionSerializer,
     ReviewSerializer,
@@ -53,9 +55,9 @@ class ScreeningViewSet(AuditedListMixin, AuditedRetrieveMixin, HospitalGenericVi
                        "create": "scan.upload", "apply_suggestion": "patient.change_status"}
 
     def refine_queryset(self, queryset):
-        return (queryset.select_related("scan")
-                .prefetch_related(Prefetch("results", queryset=AiResult.objects.order_by("-created_at")),
-                                  Prefetch("reviews", queryset=Review.objects.order_by("-reviewed_at", "-id"))))
+        return (queryset.select_related("scan").prefetch_related(
+            Prefetch("results", queryset=AiResult.objects.order_by("-created_at"), to_attr=PREFETCHED_RESULTS),
+            Prefetch("reviews", queryset=Review.objects.order_by("-reviewed_at", "-id"), to_attr=PREFETCHED_REVIEWS)))
 
     def get_throttles(self):
         throttles = super().get_throttles()
