@@ -16,3 +16,16 @@ class IdFilter(filters.NumberFilter):
         kwargs.setdefault("min_value", 1)
         kwargs.setdefault("max_value", MAX_ID)
         super().__init__(*args, **kwargs)
+
+
+class ApiFilterSet(filters.FilterSet):
+    """The base of the API's FilterSets. Their filters take no per-request arguments (fixed
+    choices, no querysets), so the form class that validates the query is built once per
+    FilterSet class rather than on every request; each request still gets its own form."""
+
+    def get_form_class(self):
+        form_class = type(self).__dict__.get("_form_class")
+        if form_class is None:
+            form_class = super().get_form_class()
+            type(self)._form_class = form_class
+        return form_class

@@ -2,12 +2,12 @@
 
 import django_filters as filters
 
-from hospitals.api.filters import IdFilter
+from hospitals.api.filters import ApiFilterSet, IdFilter
 
 from patients.models import LabResult, LabTest, LabTestType, Patient, Status, StatusChange, StatusSource
 
 
-class PatientFilter(filters.FilterSet):
+class PatientFilter(ApiFilterSet):
     status = filters.MultipleChoiceFilter(choices=Status.choices, distinct=False)
     mrn = filters.CharFilter(field_name="mrn", lookup_expr="exact")
     updated_since = filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte",
@@ -21,7 +21,7 @@ class PatientFilter(filters.FilterSet):
         fields = ["status", "mrn", "updated_since", "created_after", "created_before", "status_since_after"]
 
 
-class StatusChangeFilter(filters.FilterSet):
+class StatusChangeFilter(ApiFilterSet):
     patient = IdFilter(field_name="patient_id")
     to_status = filters.MultipleChoiceFilter(choices=Status.choices, distinct=False)
     source = filters.ChoiceFilter(choices=StatusSource.choices)
@@ -34,7 +34,7 @@ class StatusChangeFilter(filters.FilterSet):
         fields = ["patient", "to_status", "source", "changed_since", "effective_after", "effective_before"]
 
 
-class LabTestFilter(filters.FilterSet):
+class LabTestFilter(ApiFilterSet):
     patient = IdFilter(field_name="patient_id")
     test_type = filters.ChoiceFilter(choices=LabTestType.choices)
     result = filters.ChoiceFilter(choices=LabResult.choices)

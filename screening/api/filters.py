@@ -3,12 +3,12 @@
 import django_filters as filters
 from django.db.models import Exists, OuterRef, Q
 
-from hospitals.api.filters import IdFilter
+from hospitals.api.filters import ApiFilterSet, IdFilter
 
 from screening.models import AiLabel, AiResult, Review, ReviewDecision, Screening, ScreeningStatus
 
 
-class ScreeningFilter(filters.FilterSet):
+class ScreeningFilter(ApiFilterSet):
     patient = IdFilter(field_name="patient_id")
     status = filters.MultipleChoiceFilter(choices=ScreeningStatus.choices, distinct=False)
     label = filters.ChoiceFilter(choices=AiLabel.choices, method="filter_label",
@@ -35,7 +35,7 @@ class ScreeningFilter(filters.FilterSet):
                                | Q(finished_at__gte=value))
 
 
-class AiResultFilter(filters.FilterSet):
+class AiResultFilter(ApiFilterSet):
     patient = IdFilter(field_name="patient_id")
     screening = IdFilter(field_name="screening_id")
     label = filters.ChoiceFilter(choices=AiLabel.choices)
@@ -47,7 +47,7 @@ class AiResultFilter(filters.FilterSet):
         fields = ["patient", "screening", "label", "covid_positive", "created_since"]
 
 
-class ReviewFilter(filters.FilterSet):
+class ReviewFilter(ApiFilterSet):
     patient = IdFilter(field_name="patient_id")
     screening = IdFilter(field_name="screening_id")
     decision = filters.ChoiceFilter(choices=ReviewDecision.choices)
