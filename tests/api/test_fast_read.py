@@ -68,7 +68,8 @@ def test_fast_output_is_drf_output(world, zone):
             screening = Screening.objects.get(pk=row["id"])
             newest = screening.results.order_by("-created_at").first()
             assert row["result"] == (AiResultSerializer(newest).data if newest else None)
-            assert row["reviews"] == list(screening.reviews.order_by("-reviewed_at", "-id").values_list("pk", flat=True))
+            reviews = screening.reviews.order_by("-reviewed_at", "-id")
+            assert row["reviews"] == list(reviews.values_list("pk", flat=True))
         # Without the view's prefetch, the same answer from the relations.
         assert [dict(row) for row in ScreeningSerializer(Screening.objects.all(), many=True).data] == \
             outputs[ScreeningSerializer]
