@@ -1,9 +1,10 @@
-from . import selectors
 from .permissions import POLICY, role_can
+from .security import active_memberships
 
 
 def tenant(request):
-    """The current hospital, the user's other hospitals and what the role may do."""
+    """The current hospital, the user's other hospitals (the rows the middleware already
+    loaded for this request) and what the role may do."""
     membership = getattr(request, "membership", None)
     role = membership.role if membership else None
     user = getattr(request, "user", None)
@@ -12,6 +13,6 @@ def tenant(request):
         "membership": membership,
         "can": {action.replace(".", "_"): role_can(role, action) for action in POLICY},
         "my_memberships": (
-            selectors.user_memberships(user=user) if user is not None and user.is_authenticated else []
+            active_memberships(request) if user is not None and user.is_authenticated else []
         ),
     }
