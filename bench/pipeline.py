@@ -10,7 +10,11 @@ patient per client are seeded. Then `--clients` concurrent clients upload scans 
 the API for `--duration` seconds, each waiting for its screening to end before it uploads
 the next, as a partner notified by the `screening.completed` webhook would (the script
 watches the database for them; `--poll-api S` makes the clients poll the status endpoint
-every S seconds instead). Images: the PNG/JPEG/DICOM files of `--images`, else four
+every S seconds instead): a saturation test, the stack is never idle. `--rate R` paces
+the same clients instead: together they send R uploads a second on a fixed schedule
+(client i every clients/R seconds, staggered), whether or not earlier results are back,
+as modalities sending films as they are taken would; this shows the latency of an upload
+when the stack is busy but not overloaded. Images: the PNG/JPEG/DICOM files of `--images`, else four
 synthetic chest-like 8-bit PNGs of full size generated here.
 
 Reports upload latency p50/p95/p99 and error rate, upload->result latency p50/p95 (from
@@ -48,6 +52,8 @@ def parse_args():
     p.add_argument("--images", type=Path, help="folder of PNG/JPEG/DICOM scans (default: synthetic PNGs)")
     p.add_argument("--poll-api", type=float, default=0.0, metavar="S",
                    help="clients poll the status endpoint every S seconds (default: notified, no polling)")
+    p.add_argument("--rate", type=float, default=0.0, metavar="R",
+                   help="paced: R uploads/s from all clients together (default: each client waits for its result)")
     p.add_argument("--raw-seconds", type=float, default=15.0, help="seconds per raw Predictor measurement")
     p.add_argument("--drain-timeout", type=float, default=300.0, help="longest wait for the last screenings")
     p.add_argument("--worker-concurrency", type=int, default=1, help="Celery pool processes (%(default)s)")
@@ -219,9 +225,16 @@ def run_load(args, base_url: str, token: str, slug: str, patients: list[int], im
     def client(i: int):
         headers = {"Authorization": f"Bearer {token}",
                    "Content-Type": f"multipart/form-data; boundary={boundary}"}
+        interval = args.clients / args.rate if args.rate else 0.0
+        due = time.time() + interval * i / args.clients
         with common.http_client(base_url=base_url, headers=headers, timeout=120) as http:
             k = i
             while time.time() < t_end:
+                if interval:
+                    time.sleep(max(0.0, due - time.time()))
+                    due += interval
+                    if due - interval >= t_end:
+                        break
                 name, data = images[k % len(images)]
                 k += 1
                 content = body(patients[i], name, data)
@@ -237,6 +250,8 @@ def run_load(args, base_url: str, token: str, slug: str, patients: list[int], im
                        "error": error}
                 with lock:
                     records.append(rec)
+                if interval:
+                    continue
                 if pk is None:
                     time.sleep(0.5)
                     continue
@@ -290,13 +305,14 @@ def main():
         rss = common.RssSampler({"web": web.pid, "worker": worker.pid}).start()
         watcher = Watcher(args, hospital).start()
         # Warm-up: one screening through the whole path (the worker loads the model).
-        warm = run_load(argparse.Namespace(**{**vars(args), "clients": 1}), base_url, token, hospital.slug,
+        warm = run_load(argparse.Namespace(**{**vars(args), "clients": 1, "rate": 0.0}), base_url, token, hospital.slug,
                         patients, images, watcher, time.time() + 5, time.time() + 300)
         if not warm or warm[0]["pk"] is None or warm[0]["pk"] not in watcher.final:
             print(stack.log_tail("web"), stack.log_tail("worker"), sep="\n")
             raise SystemExit(f"warm-up screening did not finish: {warm}")
         print(f"stack up: gunicorn {args.web_workers} workers x {args.web_threads} threads, Celery worker "
-              f"concurrency {args.worker_concurrency}; {args.clients} clients for {args.duration:.0f} s ...",
+              f"concurrency {args.worker_concurrency}; {args.clients} clients for {args.duration:.0f} s, "
+              f"{f'paced at {args.rate:g} uploads/s' if args.rate else 'each waiting for its result'} ...",
               flush=True)
         watcher.max_llen = watcher.max_backlog = 0
         groups = {"web": web.pid, "worker": worker.pid, "mariadb": "mariadbd", "redis": "redis-server"}
@@ -358,7 +374,8 @@ def main():
         f"worker RSS {worker_rss:.0f} MiB <= 1024": worker_rss <= TARGETS["worker_rss_mib"],
         f"web worker RSS {web_rss:.0f} MiB <= 200": web_rss <= TARGETS["web_rss_mib"],
     }
-    print("SUMMARY pipeline: " + f"{results_per_s:.2f} results/s vs raw {best_raw:.2f}/s; "
+    mode = f"paced {args.rate:g}/s" if args.rate else "saturated"
+    print(f"SUMMARY pipeline ({mode}): " + f"{results_per_s:.2f} results/s vs raw {best_raw:.2f}/s; "
           + "; ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in met.items()))
 
 
