@@ -51,11 +51,13 @@ test: install
 	else echo "MariaDB not reachable on 127.0.0.1:3306: SQLite run only"; fi
 
 # Inference alone, then the pipeline through gunicorn + Celery (BENCH_DURATION seconds of
-# uploads), then the API at scale (the seeded database is kept between runs).
+# uploads, saturated, then paced at 10 uploads/s), then the API at scale (the seeded
+# database is kept between runs).
 BENCH_DURATION ?= 30
 bench: install-mysql
 	$(PY) bench/ml_inference.py
 	$(PY) bench/pipeline.py --duration $(BENCH_DURATION)
+	$(PY) bench/pipeline.py --duration $(BENCH_DURATION) --rate 10
 	$(PY) bench/api_scale.py --reuse
 
 # Every reliability and security figure in var/reliability/report.json, and one summary line:
