@@ -61,7 +61,7 @@ class ScanAdmin(ReadOnlyScreeningAdmin):
     search_fields = ["patient__mrn", "patient__family_name", "sha256"]
     list_select_related = ["patient", "hospital"]
     date_hierarchy = "uploaded_at"
-    # `file` and `preview` are left out: the admin would render them as media URLs.
+    # `file`, `preview` and `decoded` are left out: the admin would render them as media URLs.
     fields = ["hospital", "patient", "uploaded_by", "uploaded_at", "original_filename", "format", "size_bytes",
               "sha256", "duplicate", "duplicate_of", "width", "height", "bit_depth", "view_position", "study_uid",
               "series_uid", "original"]

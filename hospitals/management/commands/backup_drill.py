@@ -1,8 +1,8 @@
 """Backup and restore drill: prove that a backup can be restored, and how long it takes.
 
 1. Back up: the database (MariaDB: `mariadb-dump --single-transaction` with triggers;
-   SQLite: the online backup API) and every stored file (scans, previews, heatmaps), with
-   a sha256 manifest.
+   SQLite: the online backup API) and every stored file (scans, previews, decoded copies,
+   heatmaps), with a sha256 manifest.
 2. Restore into a fresh database (MariaDB: a new database `<name>_drill_<time>`; SQLite:
    a new file) and a fresh media folder.
 3. Verify the restored copy: row counts of every table equal the source's; every
