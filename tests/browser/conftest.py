@@ -23,7 +23,7 @@ from django.core.management import call_command
 
 from hospitals.models import Hospital
 from ml.card import default_model_dir
-from tests.reliability.stack import REPO, Worker, database_url, pick_broker, point_publisher
+from tests.reliability.stack import REPO, Worker, point_publisher, worker_site
 
 PASSWORD = "browser-demo-password-7"
 SCREENSHOTS = Path(os.environ.get("BROWSER_SCREENSHOTS_DIR") or REPO / "var" / "test-output" / "screenshots")
@@ -65,18 +65,14 @@ class WorkerWarmUp:
 def screening_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     """One worker for the browser tests that need films read, on its own broker, with the
     shipped model (real inference)."""
-    tmp = tmp_path_factory.mktemp("browser-worker")
-    broker = pick_broker(tmp)
-    media = tmp / "media"
-    media.mkdir()
-    with django_db_blocker.unblock():
-        db_url = database_url()
-    warm_up = WorkerWarmUp(Worker(tmp=tmp, broker=broker, db_url=db_url, model_dir=default_model_dir(), media=media))
+    site = worker_site(tmp_path_factory.mktemp("browser-worker"), django_db_blocker)
+    warm_up = WorkerWarmUp(Worker(tmp=site.tmp, broker=site.broker, db_url=site.db_url,
+                                  model_dir=default_model_dir(), media=site.media))
     yield warm_up
     warm_up.thread.join()
     warm_up.worker.stop()
-    if broker.own:
-        broker.own.stop()
+    if site.broker.own:
+        site.broker.own.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -175,6 +175,17 @@ def pick_broker(tmp: Path) -> SimpleNamespace:
     return SimpleNamespace(kind="filesystem", url="filesystem://", dir=str(folder), own=None)
 
 
+def worker_site(tmp: Path, django_db_blocker) -> SimpleNamespace:
+    """What the workers a test starts share with it: a broker (`pick_broker`), a media
+    folder under `tmp` and the test database's URL."""
+    broker = pick_broker(tmp)
+    media = tmp / "media"
+    media.mkdir(exist_ok=True)
+    with django_db_blocker.unblock():
+        db_url = database_url()
+    return SimpleNamespace(tmp=tmp, broker=broker, media=media, db_url=db_url)
+
+
 class Worker:
     """`celery -A config worker` (prefork) on the given broker and database, started in
     its own session so a test can kill the parent, a pool child or the whole group."""

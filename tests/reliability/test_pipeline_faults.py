@@ -15,7 +15,6 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from django.conf import settings as django_settings
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
@@ -23,8 +22,8 @@ from config.celery_app import BROKER_SOCKET_TIMEOUTS
 from screening import services
 from screening.models import Screening, ScreeningStatus
 
-from .stack import (Blackhole, Worker, database_url, film_png, percentile, pick_broker, point_publisher, results_of,
-                    scale, tally, upload, wait_final)
+from .stack import (Blackhole, Worker, film_png, percentile, point_publisher, results_of, scale, tally, upload,
+                    wait_final, worker_site)
 
 MAX_ATTEMPTS = 3
 NODE_KILLS = scale(2, 20)
@@ -38,15 +37,11 @@ SWEEP_SECONDS = 2
 def base(django_db_setup, django_db_blocker, screening_model_dir, tmp_path_factory):
     """The broker (a private redis-server when installed), the media folder and the
     database URL every worker of this module shares."""
-    tmp = tmp_path_factory.mktemp("faults")
-    broker = pick_broker(tmp)
-    media = tmp / "media"
-    media.mkdir()
-    with django_db_blocker.unblock():
-        db_url = database_url()
-    yield SimpleNamespace(tmp=tmp, broker=broker, media=media, db_url=db_url, model_dir=screening_model_dir)
-    if broker.own:
-        broker.own.stop()
+    site = worker_site(tmp_path_factory.mktemp("faults"), django_db_blocker)
+    site.model_dir = screening_model_dir
+    yield site
+    if site.broker.own:
+        site.broker.own.stop()
 
 
 @pytest.fixture

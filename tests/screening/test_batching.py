@@ -18,8 +18,7 @@ from django_scopes import scopes_disabled
 from hospitals.models import AuditEvent, Role
 from screening.models import AiResult, ScreeningStatus
 from tests.factories import HospitalFactory, MembershipFactory, PatientFactory
-from tests.reliability.stack import Worker, film_png, pick_broker, point_publisher, tally, upload, wait_final
-from tests.reliability.stack import database_url as current_database_url
+from tests.reliability.stack import Worker, film_png, point_publisher, tally, upload, wait_final, worker_site
 
 BATCH_MAX = 4
 
@@ -31,17 +30,13 @@ def start_worker(django_db_blocker, screening_model_dir, tmp_path, settings, flu
     started = []
 
     def start(**env):
-        broker = pick_broker(tmp_path)
-        media = tmp_path / "media"
-        media.mkdir(exist_ok=True)
-        with django_db_blocker.unblock():
-            db_url = current_database_url()
-        worker = Worker(tmp=tmp_path, broker=broker, db_url=db_url, model_dir=screening_model_dir, media=media,
-                        SCREENING_BATCH_MAX=BATCH_MAX, SCREENING_BATCH_WAIT_MS=50, **env)
+        site = worker_site(tmp_path, django_db_blocker)
+        worker = Worker(tmp=tmp_path, broker=site.broker, db_url=site.db_url, model_dir=screening_model_dir,
+                        media=site.media, SCREENING_BATCH_MAX=BATCH_MAX, SCREENING_BATCH_WAIT_MS=50, **env)
         started.append(worker)
         worker.start()
-        settings.MEDIA_ROOT = media
-        point_publisher(broker.url, broker.dir)
+        settings.MEDIA_ROOT = site.media
+        point_publisher(site.broker.url, site.broker.dir)
         return worker
 
     yield start

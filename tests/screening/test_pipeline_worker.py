@@ -27,9 +27,8 @@ from django_scopes import scopes_disabled
 
 from screening import services
 from screening.models import Screening, ScreeningStatus
-from tests.reliability.stack import (FILM, FINISH_TIMEOUT, Worker, film_png, percentile, pick_broker,
-                                     point_publisher, results_of, scale, tally, upload, wait_final)
-from tests.reliability.stack import database_url as current_database_url
+from tests.reliability.stack import (FILM, FINISH_TIMEOUT, Worker, film_png, percentile, point_publisher,
+                                     results_of, scale, tally, upload, wait_final, worker_site)
 
 MAX_ATTEMPTS = 3
 DELAY_SECONDS = 1.5
@@ -44,13 +43,9 @@ def poison_bytes() -> bytes:
 
 @pytest.fixture(scope="module")
 def worker(django_db_setup, django_db_blocker, screening_model_dir, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("pipeline")
-    broker = pick_broker(tmp)
-    media = tmp / "media"
-    media.mkdir()
-    with django_db_blocker.unblock():
-        db_url = current_database_url()
-    proc = Worker(tmp=tmp, broker=broker, db_url=db_url, model_dir=screening_model_dir, media=media,
+    site = worker_site(tmp_path_factory.mktemp("pipeline"), django_db_blocker)
+    broker = site.broker
+    proc = Worker(tmp=site.tmp, broker=broker, db_url=site.db_url, model_dir=screening_model_dir, media=site.media,
                   SCREENING_MAX_ATTEMPTS=MAX_ATTEMPTS, SCREENING_TEST_DELAY_SECONDS=DELAY_SECONDS,
                   SCREENING_TEST_CRASH_SHA256=hashlib.sha256(poison_bytes()).hexdigest())
     proc.start()
