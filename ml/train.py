@@ -6,8 +6,8 @@
 Steps: read the manifest; split patients (never files) into train and
 validation, stratified by label and source; decode every image once through
 :mod:`ml.preprocessing` (cached as a numpy array); train with X-ray-suitable
-augmentation, batches drawn balanced over classes and sources, and early
-stopping on the validation loss; fit a
+augmentation, batches drawn balanced over classes (and, optionally, over
+sources within a class), and early stopping on the validation loss; fit a
 temperature on validation; choose the COVID threshold that keeps validation
 COVID sensitivity >= the target; fit the out-of-distribution statistics of
 the embedding; write the model, the card and the OOD statistics.
@@ -35,7 +35,7 @@ from ml.data import load_arrays, manifest_sha256, patient_split, read_manifest, 
 from ml.metrics import choose_threshold, fit_temperature, softmax, summarize  # noqa: E402
 from ml.preprocessing import PREPROCESSING_VERSION  # noqa: E402
 
-MODEL_VERSION = "2.0.0"
+MODEL_VERSION = "3.0.0"
 DEFAULT_CACHE = Path(os.environ.get("CXR_CACHE_DIR", Path.cwd() / ".cache" / "ml"))
 
 
@@ -497,16 +497,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="output directory (default .cache/ml/runs/<arch>-<time>)")
     p.add_argument("--arch", choices=("cxrnet", "baseline"), default="cxrnet")
     p.add_argument("--name", default=None, help="model name written to the card")
-    p.add_argument("--epochs", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=80)
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--augment", type=float, default=1.0, help="augmentation strength (0 = off)")
-    p.add_argument("--patience", type=int, default=5, help="early-stopping patience (epochs)")
+    p.add_argument("--augment", type=float, default=0.6, help="augmentation strength (0 = off)")
+    p.add_argument("--patience", type=int, default=20, help="early-stopping patience (epochs)")
     p.add_argument("--val-fraction", type=float, default=0.15)
-    p.add_argument("--source-balance", type=float, default=0.5,
+    p.add_argument("--source-balance", type=float, default=1.0,
                    help="within a class, each source is drawn ~ n**this (1 = class balance only)")
     p.add_argument("--epoch-images", type=int, default=4096,
                    help="images drawn per epoch (0 = as many as training images)")
