@@ -10,7 +10,7 @@ from django.http import Http404
 from django.urls import Resolver404, resolve
 from django_scopes import scope, scopes_disabled
 
-from . import selectors
+from .admin_site import admin_hospital_ids
 from .security import active_memberships
 
 
@@ -46,8 +46,8 @@ class TenantScopeMiddleware:
             if request.user.is_superuser:
                 with scopes_disabled():
                     return self.get_response(request)
-            hospitals = selectors.admin_hospital_ids(user=request.user)
-            with scope(hospital=hospitals):
+            # The admin's own per-request answer (hospitals.admin_site), read again by its pages.
+            with scope(hospital=list(admin_hospital_ids(request))):
                 return self.get_response(request)
 
         return self.get_response(request)
