@@ -42,12 +42,13 @@ class TenantScopeMiddleware:
                 return self.get_response(request)
 
         if match.app_name == "admin" and request.user.is_authenticated:
-            # Platform superusers see every hospital; hospital admins only theirs.
-            if request.user.is_superuser:
+            # The admin's own per-request answer (hospitals.admin_site), read again by its
+            # pages: None for a platform superuser (every hospital), else the administered ones.
+            ids = admin_hospital_ids(request)
+            if ids is None:
                 with scopes_disabled():
                     return self.get_response(request)
-            # The admin's own per-request answer (hospitals.admin_site), read again by its pages.
-            with scope(hospital=list(admin_hospital_ids(request))):
+            with scope(hospital=list(ids)):
                 return self.get_response(request)
 
         return self.get_response(request)
