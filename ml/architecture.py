@@ -108,6 +108,33 @@ def make_baseline(image_size: int = DEFAULT_IMAGE_SIZE, temperature: float = 1.0
     return keras.Model(inputs, outputs, name=name)
 
 
+def make_ensemble(members: list[keras.Model], name: str = "cxrnet-ensemble") -> keras.Model:
+    """One model whose logits are the mean of the members' logits.
+
+    Each member's layers up to its ``last_conv`` become a sub-model; their
+    feature maps are concatenated into this model's ``last_conv``, pooled
+    into its ``embedding`` and fed to one dense ``logits`` layer holding the
+    members' kernels stacked and divided by their number (and the mean of
+    their biases).  Because pooling and the dense layer are linear, that is
+    exactly the average of the members' logits, and the ensemble keeps the
+    layer names the predictor, the ONNX export and Grad-CAM rely on.  The
+    temperature is 1: calibrate the ensemble as a whole.
+    """
+    import numpy as np
+
+    shapes = {tuple(m.input.shape[1:]) for m in members}
+    if len(members) < 2 or len(shapes) != 1:
+        raise ValueError("an ensemble needs two or more members with the same input shape")
+    inputs = keras.Input(shapes.pop(), name="image")
+    feats = [keras.Model(m.input, m.get_layer("last_conv").output, name=f"member{k + 1}")(inputs)
+             for k, m in enumerate(members)]
+    x = layers.Concatenate(name="last_conv")(feats)
+    model = keras.Model(inputs, _head(x, 0.0, 1.0), name=name)
+    kernels, biases = zip(*(m.get_layer("logits").get_weights() for m in members))
+    model.get_layer("logits").set_weights([np.concatenate(kernels) / len(members), np.mean(biases, axis=0)])
+    return model
+
+
 def build(arch: str, image_size: int, **kwargs) -> keras.Model:
     if arch == "cxrnet":
         return make_model(image_size, **kwargs)
@@ -132,6 +159,9 @@ def count_flops(model: keras.Model) -> int:
     total = 0
     for layer in model.layers:
         if isinstance(layer, layers.InputLayer):
+            continue
+        if isinstance(layer, keras.Model):  # an ensemble's member
+            total += count_flops(layer)
             continue
         try:
             out_shape = layer.output.shape

@@ -288,10 +288,10 @@ def fit_ood(train_emb: np.ndarray, val_emb: np.ndarray, quantile: float = 0.995,
 def train(args: argparse.Namespace) -> Path:
     import keras
 
-    from ml.architecture import build, count_flops, with_temperature
+    from ml.architecture import build, count_flops
 
     t_start = time.time()
-    keras.utils.set_random_seed(args.seed)
+    keras.utils.set_random_seed(args.init_seed)
     gpus = []
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -310,33 +310,11 @@ def train(args: argparse.Namespace) -> Path:
     log(f"keras {keras.__version__} backend={keras.backend.backend()} "
         f"devices={'GPU x%d' % len(gpus) if gpus else 'CPU'}")
 
-    records = read_manifest(args.manifest, limit=args.limit, seed=args.seed)
-    tr_idx, va_idx = patient_split(records, args.val_fraction, seed=args.seed)
-    ho_idx = []
-    if args.holdout_sources:
-        # Whole sources kept out of training *and* validation: an estimate of
-        # how the model does on a hospital it has never seen.  They are
-        # removed after the split, so the other sources' validation patients
-        # are the same as without a hold-out.
-        held = set(args.holdout_sources)
-        ho_idx = [i for i, r in enumerate(records) if r.source in held]
-        tr_idx = [i for i in tr_idx if records[i].source not in held]
-        va_idx = [i for i in va_idx if records[i].source not in held]
-        log(f"holding out {len(ho_idx)} images from {', '.join(sorted(held))}")
-    if not va_idx or not tr_idx:
-        raise SystemExit("manifest too small for a patient-disjoint split")
-    log(f"{len(tr_idx) + len(va_idx)} images: {len(tr_idx)} train / {len(va_idx)} validation "
-        f"({len({records[i].patient_id for i in va_idx})} validation patients)")
-
-    size = args.image_size
-    x_all = load_arrays(records, size, cache_dir=args.cache_dir)
-    y_all = np.array([r.y for r in records])
-    src_all = np.array([r.source for r in records])
-    age_all = np.array([r.age_group or "unknown" for r in records])
-    x_tr, y_tr = x_all[tr_idx], y_all[tr_idx]
-    x_va, y_va = x_all[va_idx].astype(np.float32), y_all[va_idx]
-    log(f"decoded in {time.time() - t_start:.0f}s; train counts "
-        + ", ".join(f"{c}={int((y_tr == i).sum())}" for i, c in enumerate(CLASSES)))
+    data = load_split(args)
+    records, tr_idx, va_idx = data.records, data.tr_idx, data.va_idx
+    x_tr, y_tr = data.x_all[tr_idx], data.y_all[tr_idx]
+    x_va, y_va = data.x_all[va_idx].astype(np.float32), data.y_all[va_idx]
+    src_all, size = data.src_all, args.image_size
 
     model = build(args.arch, size)
     if args.init_from:
@@ -350,7 +328,7 @@ def train(args: argparse.Namespace) -> Path:
     flops = count_flops(model)
     log(f"{args.arch}: {model.count_params():,} parameters, {flops / 1e6:.1f} MFLOPs/image")
     trainer = keras.Sequential([keras.Input((size, size, 1)),
-                                make_augmenter(args.seed, args.augment), model], name="trainer")
+                                make_augmenter(args.init_seed, args.augment), model], name="trainer")
     w_tr = balanced_weights(y_tr, src_all[tr_idx], args.source_balance)
     w_va = balanced_weights(y_va, src_all[va_idx], args.source_balance)
     weights = weight_table(y_tr, src_all[tr_idx], w_tr)
@@ -358,7 +336,7 @@ def train(args: argparse.Namespace) -> Path:
         f"{c} {v['share']:.2f} (" + ", ".join(f"{s} {x:.2f}" for s, x in v["sources"].items()) + ")"
         for c, v in weights.items()))
     steps = int(np.ceil((args.epoch_images or len(x_tr)) / args.batch_size))
-    batches = balanced_batches(x_tr, y_tr, w_tr, args.batch_size, steps, args.seed)
+    batches = balanced_batches(x_tr, y_tr, w_tr, args.batch_size, steps, args.init_seed)
     schedule = keras.optimizers.schedules.CosineDecay(
         args.lr * 0.1, decay_steps=max(1, args.epochs * steps - steps), alpha=0.02,
         warmup_target=args.lr, warmup_steps=steps)
@@ -378,13 +356,72 @@ def train(args: argparse.Namespace) -> Path:
     best_epoch = int(np.argmin(hist.history["val_loss"])) + 1 if hist.history.get("val_loss") else epochs_run
     log(f"training stopped after {epochs_run} epochs (best epoch {best_epoch})")
 
+    training = {"seed": args.init_seed, "epochs_max": args.epochs, "epochs_run": epochs_run, "best_epoch": best_epoch,
+                "batch_size": args.batch_size, "lr": args.lr, "augment": args.augment,
+                "init_from": _start_summary(args.init_from),
+                "source_balance": args.source_balance, "epoch_images": steps * args.batch_size,
+                "sampling_shares": weights, "seconds": round(time.time() - t_start, 1),
+                "history": {k: [round(float(v), 5) for v in vs] for k, vs in hist.history.items()}}
+    return write_artifact(model, args, data, {"name": args.name or args.arch, "architecture": args.arch,
+                                              "training": training, "flops_per_image": flops}, t_start)
+
+
+class Split:
+    """The images of a manifest split as :func:`ml.data.patient_split` splits
+    them, decoded once (cached), with hold-out sources set aside."""
+
+    def __init__(self, records, tr_idx, va_idx, ho_idx, x_all):
+        self.records, self.tr_idx, self.va_idx, self.ho_idx, self.x_all = records, tr_idx, va_idx, ho_idx, x_all
+        self.y_all = np.array([r.y for r in records])
+        self.src_all = np.array([r.source for r in records])
+        self.age_all = np.array([r.age_group or "unknown" for r in records])
+
+
+def load_split(args: argparse.Namespace) -> Split:
+    t0 = time.time()
+    records = read_manifest(args.manifest, limit=args.limit, seed=args.seed)
+    tr_idx, va_idx = patient_split(records, args.val_fraction, seed=args.seed)
+    ho_idx = []
+    if args.holdout_sources:
+        # Whole sources kept out of training *and* validation: an estimate of
+        # how the model does on a hospital it has never seen.  They are
+        # removed after the split, so the other sources' validation patients
+        # are the same as without a hold-out.
+        held = set(args.holdout_sources)
+        ho_idx = [i for i, r in enumerate(records) if r.source in held]
+        tr_idx = [i for i in tr_idx if records[i].source not in held]
+        va_idx = [i for i in va_idx if records[i].source not in held]
+        log(f"holding out {len(ho_idx)} images from {', '.join(sorted(held))}")
+    if not va_idx or not tr_idx:
+        raise SystemExit("manifest too small for a patient-disjoint split")
+    log(f"{len(tr_idx) + len(va_idx)} images: {len(tr_idx)} train / {len(va_idx)} validation "
+        f"({len({records[i].patient_id for i in va_idx})} validation patients)")
+    data = Split(records, tr_idx, va_idx, ho_idx, load_arrays(records, args.image_size, cache_dir=args.cache_dir))
+    y_tr = data.y_all[tr_idx]
+    log(f"decoded in {time.time() - t0:.0f}s; train counts "
+        + ", ".join(f"{c}={int((y_tr == i).sum())}" for i, c in enumerate(CLASSES)))
+    return data
+
+
+def write_artifact(model, args: argparse.Namespace, data: Split, fields: dict, t_start: float) -> Path:
+    """Calibrate ``model`` (its softmax at temperature 1) on validation, choose
+    the COVID threshold, fit the out-of-distribution statistics, score the
+    hold-out sources and write ``model.keras``, ``ood.npz`` and ``card.json``
+    (``fields`` adds the name, architecture and training entries)."""
+    import keras
+
+    from ml.architecture import with_temperature
+
+    records, tr_idx, va_idx, ho_idx = data.records, data.tr_idx, data.va_idx, data.ho_idx
+    x_va, y_va = data.x_all[va_idx].astype(np.float32), data.y_all[va_idx]
+
     # ---- calibration and operating point on validation -------------------
     p_raw = predict_numpy(model, x_va)
     logits = np.log(np.clip(p_raw, 1e-12, 1.0))
     temperature = fit_temperature(logits, y_va)
     p_cal = softmax(logits / temperature)
     threshold = choose_threshold(p_cal[:, COVID], y_va == COVID, args.target_sensitivity)
-    groups = {"by_source": src_all[va_idx], "by_age_group": age_all[va_idx]}
+    groups = {"by_source": data.src_all[va_idx], "by_age_group": data.age_all[va_idx]}
     val_metrics = summarize(y_va, p_cal, threshold, groups)
     raw_ece = summarize(y_va, p_raw, threshold)["ece"]
     log(f"temperature {temperature:.3f} (ECE {raw_ece:.4f} -> {val_metrics['ece']:.4f}); "
@@ -394,8 +431,8 @@ def train(args: argparse.Namespace) -> Path:
 
     # ---- out-of-distribution statistics of the embedding -----------------
     emb_model = keras.Model(final.input, final.get_layer("embedding").output)
-    rng = np.random.default_rng(args.seed)
-    sub = rng.permutation(len(x_tr))[: min(len(x_tr), 4000)]
+    x_tr = data.x_all[tr_idx]
+    sub = np.random.default_rng(args.seed).permutation(len(x_tr))[: min(len(x_tr), 4000)]
     ood = fit_ood(predict_numpy(emb_model, x_tr[sub]), predict_numpy(emb_model, x_va))
 
     # ---- write the artifact -----------------------------------------------
@@ -404,20 +441,19 @@ def train(args: argparse.Namespace) -> Path:
     write_manifest([records[i] for i in va_idx], out / "val_manifest.csv")
     holdout_metrics = None
     if ho_idx:
-        holdout = [records[i] for i in ho_idx]
-        write_manifest(holdout, out / "holdout_manifest.csv")
-        p_ho = softmax(np.log(np.clip(predict_numpy(model, x_all[ho_idx]), 1e-12, 1.0)) / temperature)
-        holdout_metrics = summarize(y_all[ho_idx], p_ho, threshold, {"by_source": src_all[ho_idx]})
+        write_manifest([records[i] for i in ho_idx], out / "holdout_manifest.csv")
+        p_ho = softmax(np.log(np.clip(predict_numpy(model, data.x_all[ho_idx]), 1e-12, 1.0)) / temperature)
+        holdout_metrics = summarize(data.y_all[ho_idx], p_ho, threshold, {"by_source": data.src_all[ho_idx]})
         log("held-out sources: covid sensitivity "
             f"{holdout_metrics['per_class']['covid']['sensitivity']}, n={len(ho_idx)}")
     model_path = out / cardlib.MODEL_FILE
     final.save(model_path)
     np.savez(out / cardlib.OOD_FILE, **ood)
-    elapsed = time.time() - t_start
+    size = args.image_size
     card = {
-        "name": args.name or args.arch,
+        "name": fields["name"],
         "version": MODEL_VERSION,
-        "architecture": args.arch,
+        "architecture": fields["architecture"],
         "classes": list(CLASSES),
         "input_size": [size, size, 1],
         "input_range": [0.0, 1.0],
@@ -438,25 +474,20 @@ def train(args: argparse.Namespace) -> Path:
                   "holdout_sources_removed_after_split": bool(ho_idx),
                   "seed": args.seed, "val_fraction": args.val_fraction,
                   "n_train": len(tr_idx), "n_val": len(va_idx), "limit": args.limit},
-        "training": {"epochs_max": args.epochs, "epochs_run": epochs_run, "best_epoch": best_epoch,
-                     "batch_size": args.batch_size, "lr": args.lr, "augment": args.augment,
-                     "init_from": _start_summary(args.init_from),
-                     "source_balance": args.source_balance, "epoch_images": steps * args.batch_size,
-                     "sampling_shares": weights,
-                     "seconds": round(elapsed, 1), "history": {k: [round(float(v), 5) for v in vs]
-                                                               for k, vs in hist.history.items()}},
+        "training": fields["training"],
         "validation": val_metrics,
         "holdout_sources": sorted(args.holdout_sources or []),
         "holdout": holdout_metrics,
         "validation_ece_uncalibrated": raw_ece,
         "parameters": int(final.count_params()),
-        "flops_per_image": flops,
+        "flops_per_image": fields["flops_per_image"],
         "keras_version": keras.__version__,
         "backend": keras.backend.backend(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "intended_use": "Screening aid for frontal chest X-rays; not a diagnosis.",
     }
     cardlib.write_card(out, card)
+    elapsed = time.time() - t_start
     log(f"wrote {model_path} ({model_path.stat().st_size / 1e6:.1f} MB) and card.json "
         f"in {elapsed / 60:.1f} min")
     print(json.dumps({k: val_metrics[k] for k in ("n", "accuracy", "macro_auc", "covid_auc", "ece")}))
@@ -499,7 +530,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--name", default=None, help="model name written to the card")
     p.add_argument("--epochs", type=int, default=80)
     p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--seed", type=int, default=1234,
+                   help="seed of the split, the initial weights, the draws and the augmentation")
+    p.add_argument("--init-seed", type=int, default=None,
+                   help="another seed for the weights, draws and augmentation only: "
+                        "the same validation patients, a different network")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
@@ -524,6 +559,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.out is None:
         args.out = str(Path(".cache") / "ml" / "runs" / f"{args.arch}-{_dt.datetime.now():%Y%m%d-%H%M%S}")
+    if args.init_seed is None:
+        args.init_seed = args.seed
     if args.cache_dir in ("", "none"):
         args.cache_dir = None
     return args
