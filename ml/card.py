@@ -17,7 +17,7 @@ CLASSES = ("covid", "pneumonia", "normal")
 COVID = CLASSES.index("covid")
 
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
-SHIPPED_MODEL = "cxrnet-v3"
+SHIPPED_MODEL = "cxrnet-v4"
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
 OOD_FILE = "ood.npz"

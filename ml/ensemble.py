@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from ml import card as cardlib
-from ml.train import DEFAULT_CACHE, load_split, log, write_artifact
+from ml.train import DEFAULT_CACHE, TARGET_SENSITIVITY, load_split, log, write_artifact
 
 
 def _same(cards: list[dict], key) -> object:
@@ -67,8 +67,6 @@ def ensemble(args: argparse.Namespace) -> Path:
     args.holdout_sources = _same(cards, _holdout_of)
     (size, _, _), _ = _same(cards, _input_of)
     args.image_size, args.seed, args.val_fraction, args.limit = size, split["seed"], split["val_fraction"], split["limit"]
-    if args.target_sensitivity is None:
-        args.target_sensitivity = cards[0]["target_sensitivity"]
 
     data = load_split(args)
     if (len(data.tr_idx), len(data.va_idx)) != (split["n_train"], split["n_val"]):
@@ -94,8 +92,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--members", nargs="+", required=True, help="two or more model directories")
     p.add_argument("--out", required=True)
     p.add_argument("--name", default="cxrnet", help="model name written to the card")
-    p.add_argument("--target-sensitivity", type=float, default=None,
-                   help="COVID sensitivity the threshold keeps on validation (default: the first member's)")
+    p.add_argument("--target-sensitivity", type=float, default=TARGET_SENSITIVITY,
+                   help="COVID sensitivity the threshold keeps on validation")
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
     args = p.parse_args(argv)
     if len(args.members) < 2:

@@ -29,6 +29,10 @@ def test_weights_balance_classes_and_temper_sources():
     assert len(np.unique(np.round(w1[y == 0], 12))) == 1
     w0 = balanced_weights(y, src, power=0.0)
     assert np.isclose(w0[(y == 0) & (src == "big")].sum(), w0[(y == 0) & (src == "small")].sum())
+    # power 2 favours the largest source: shares go with n**2, 400**2 : 25**2
+    w2 = balanced_weights(y, src, power=2.0)
+    assert np.isclose(w2[(y == 0) & (src == "big")].sum() / w2[(y == 0) & (src == "small")].sum(), 256)
+    assert np.isclose(w2[y == 0].sum(), w2[y == 2].sum())
     table = weight_table(y, src, w)
     assert table["covid"]["share"] == 0.5 and table["pneumonia"]["share"] == 0.0
     assert np.isclose(table["covid"]["sources"]["small"], 0.5 * 5 / 25, atol=1e-3)
