@@ -1,6 +1,6 @@
 """Export a model directory's ``model.keras`` to ONNX for ONNX Runtime serving.
 
-    python -m ml.export --model ml/artifacts/cxrnet-v3
+    python -m ml.export --model ml/artifacts/cxrnet-v4
 
 Writes ``DIR/model.onnx`` (the graph :func:`ml.inference.serving_model`
 serves: probabilities, embedding and class activation maps, any batch size)
