@@ -24,6 +24,9 @@ Why this shape:
   (1/T, fitted on validation by :mod:`ml.train`) and then the softmax, so
   the shipped model outputs calibrated probabilities directly.
 
+``make_ensemble`` joins networks trained on the same split into one model
+that averages their logits (see :mod:`ml.ensemble`).
+
 The same code runs on a GPU when the Keras backend sees one.
 """
 
@@ -34,6 +37,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
 from ml.card import CLASSES  # noqa: E402
@@ -120,8 +124,6 @@ def make_ensemble(members: list[keras.Model], name: str = "cxrnet-ensemble") -> 
     layer names the predictor, the ONNX export and Grad-CAM rely on.  The
     temperature is 1: calibrate the ensemble as a whole.
     """
-    import numpy as np
-
     shapes = {tuple(m.input.shape[1:]) for m in members}
     if len(members) < 2 or len(shapes) != 1:
         raise ValueError("an ensemble needs two or more members with the same input shape")
