@@ -25,56 +25,39 @@ from ml import card as cardlib
 from ml.train import DEFAULT_CACHE, TARGET_SENSITIVITY, load_split, log, write_artifact
 
 
-def _same(cards: list[dict], key) -> object:
+def _same(cards: list[dict], what: str, key) -> object:
+    """The members' common value of ``key(card)``; refuses members that differ."""
     values = [key(c) for c in cards]
     if any(v != values[0] for v in values[1:]):
-        raise SystemExit(f"the members differ in {key.__doc__}: {values}")
+        raise SystemExit(f"the members differ in {what}: {values}")
     return values[0]
 
 
-def _split_of(card):
-    """their split (seed, validation fraction, limit, sizes)"""
-    return {k: card["split"].get(k) for k in ("seed", "val_fraction", "limit", "n_train", "n_val")}
-
-
-def _manifest_of(card):
-    """their training manifest's sha256"""
-    return card["training_manifest_sha256"]
-
-
-def _holdout_of(card):
-    """their hold-out sources"""
-    return sorted(card.get("holdout_sources") or [])
-
-
-def _input_of(card):
-    """their input size and preprocessing version"""
-    return card["input_size"], card["preprocessing_version"]
-
-
 def ensemble(args: argparse.Namespace) -> Path:
-    import keras
-
     from ml.architecture import count_flops, make_ensemble
     from ml.data import manifest_sha256
     from ml.inference import load_keras_model
 
     t_start = time.time()
     cards = [cardlib.read_card(d) for d in args.members]
-    split = _same(cards, _split_of)
-    if _same(cards, _manifest_of) != manifest_sha256(args.manifest):
+    split = _same(cards, "their split (seed, validation fraction, limit, sizes)",
+                  lambda c: {k: c["split"].get(k) for k in ("seed", "val_fraction", "limit", "n_train", "n_val")})
+    if _same(cards, "their training manifest", lambda c: c["training_manifest_sha256"]) \
+            != manifest_sha256(args.manifest):
         raise SystemExit(f"{args.manifest} is not the manifest the members were trained on (sha256 differs)")
-    args.holdout_sources = _same(cards, _holdout_of)
-    (size, _, _), _ = _same(cards, _input_of)
-    args.image_size, args.seed, args.val_fraction, args.limit = size, split["seed"], split["val_fraction"], split["limit"]
+    args.holdout_sources = _same(cards, "their hold-out sources", lambda c: sorted(c.get("holdout_sources") or []))
+    size, _, _ = _same(cards, "their input size and preprocessing version",
+                       lambda c: (c["input_size"], c["preprocessing_version"]))[0]
+    args.image_size, args.seed = size, split["seed"]
+    args.val_fraction, args.limit = split["val_fraction"], split["limit"]
 
     data = load_split(args)
     if (len(data.tr_idx), len(data.va_idx)) != (split["n_train"], split["n_val"]):
         raise SystemExit("the manifest no longer splits as it did for the members")
     members = [load_keras_model(Path(d), c) for d, c in zip(args.members, cards)]
     model = make_ensemble(members, name=args.name)
-    log(f"ensemble of {len(members)}: {model.count_params():,} parameters, "
-        f"{count_flops(model) / 1e6:.1f} MFLOPs/image")
+    flops = count_flops(model)
+    log(f"ensemble of {len(members)}: {model.count_params():,} parameters, {flops / 1e6:.1f} MFLOPs/image")
     training = {"ensemble_of": [
         {"dir": str(d), "name": c.get("name"), "weights_sha256": c["weights_sha256"],
          "temperature": c["temperature"],
@@ -82,7 +65,7 @@ def ensemble(args: argparse.Namespace) -> Path:
         for d, c in zip(args.members, cards)],
         "combination": "mean of the members' logits (before their temperatures), then one temperature"}
     return write_artifact(model, args, data, {"name": args.name, "architecture": "cxrnet-ensemble",
-                                              "training": training, "flops_per_image": count_flops(model)},
+                                              "training": training, "flops_per_image": flops},
                           t_start)
 
 

@@ -317,9 +317,8 @@ def train(args: argparse.Namespace) -> Path:
         f"devices={'GPU x%d' % len(gpus) if gpus else 'CPU'}")
 
     data = load_split(args)
-    records, tr_idx, va_idx = data.records, data.tr_idx, data.va_idx
+    tr_idx, va_idx, x_va, y_va = data.tr_idx, data.va_idx, data.x_va, data.y_va
     x_tr, y_tr = data.x_all[tr_idx], data.y_all[tr_idx]
-    x_va, y_va = data.x_all[va_idx].astype(np.float32), data.y_all[va_idx]
     src_all, size = data.src_all, args.image_size
 
     model = build(args.arch, size)
@@ -356,14 +355,14 @@ def train(args: argparse.Namespace) -> Path:
                                                restore_best_weights=True, verbose=0)]
     if args.time_budget:
         callbacks.append(_TimeBudget(t_start, args.time_budget * 60))
-    hist = trainer.fit(batches, validation_data=(x_va.astype(np.float32), y_va, w_va),
+    hist = trainer.fit(batches, validation_data=(x_va, y_va, w_va),
                        validation_batch_size=128, epochs=args.epochs, callbacks=callbacks, verbose=0)
     epochs_run = len(hist.history.get("loss", []))
     best_epoch = int(np.argmin(hist.history["val_loss"])) + 1 if hist.history.get("val_loss") else epochs_run
     log(f"training stopped after {epochs_run} epochs (best epoch {best_epoch})")
 
-    training = {"seed": args.init_seed, "epochs_max": args.epochs, "epochs_run": epochs_run, "best_epoch": best_epoch,
-                "batch_size": args.batch_size, "lr": args.lr, "augment": args.augment,
+    training = {"seed": args.init_seed, "epochs_max": args.epochs, "epochs_run": epochs_run,
+                "best_epoch": best_epoch, "batch_size": args.batch_size, "lr": args.lr, "augment": args.augment,
                 "init_from": _start_summary(args.init_from),
                 "source_balance": args.source_balance, "epoch_images": steps * args.batch_size,
                 "sampling_shares": weights, "seconds": round(time.time() - t_start, 1),
@@ -374,13 +373,15 @@ def train(args: argparse.Namespace) -> Path:
 
 class Split:
     """The images of a manifest split as :func:`ml.data.patient_split` splits
-    them, decoded once (cached), with hold-out sources set aside."""
+    them, decoded once (cached), with hold-out sources set aside; the
+    validation images as float32 once, for training and calibration alike."""
 
     def __init__(self, records, tr_idx, va_idx, ho_idx, x_all):
         self.records, self.tr_idx, self.va_idx, self.ho_idx, self.x_all = records, tr_idx, va_idx, ho_idx, x_all
         self.y_all = np.array([r.y for r in records])
         self.src_all = np.array([r.source for r in records])
         self.age_all = np.array([r.age_group or "unknown" for r in records])
+        self.x_va, self.y_va = x_all[va_idx].astype(np.float32), self.y_all[va_idx]
 
 
 def load_split(args: argparse.Namespace) -> Split:
@@ -419,7 +420,7 @@ def write_artifact(model, args: argparse.Namespace, data: Split, fields: dict, t
     from ml.architecture import with_temperature
 
     records, tr_idx, va_idx, ho_idx = data.records, data.tr_idx, data.va_idx, data.ho_idx
-    x_va, y_va = data.x_all[va_idx].astype(np.float32), data.y_all[va_idx]
+    x_va, y_va = data.x_va, data.y_va
 
     # ---- calibration and operating point on validation -------------------
     p_raw = predict_numpy(model, x_va)
@@ -437,9 +438,9 @@ def write_artifact(model, args: argparse.Namespace, data: Split, fields: dict, t
 
     # ---- out-of-distribution statistics of the embedding -----------------
     emb_model = keras.Model(final.input, final.get_layer("embedding").output)
-    x_tr = data.x_all[tr_idx]
-    sub = np.random.default_rng(args.seed).permutation(len(x_tr))[: min(len(x_tr), 4000)]
-    ood = fit_ood(predict_numpy(emb_model, x_tr[sub]), predict_numpy(emb_model, x_va))
+    # up to 4000 training images, indexed straight out of x_all (no copy of the training set)
+    sub = np.asarray(tr_idx)[np.random.default_rng(args.seed).permutation(len(tr_idx))[:4000]]
+    ood = fit_ood(predict_numpy(emb_model, data.x_all[sub]), predict_numpy(emb_model, x_va))
 
     # ---- write the artifact -----------------------------------------------
     out = Path(args.out)
