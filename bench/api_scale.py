@@ -223,8 +223,9 @@ def _seed(args, connection) -> dict:
             reviews.append((hid, pid, sid, sid, "confirm", label, label == "covid", "Bench review", uid,
                             finished + datetime.timedelta(hours=rng.randint(1, 48))))
     insert(table(Scan), ["id", "hospital_id", "patient_id", "uploaded_by_id", "uploaded_at", "file", "preview",
-                         "decoded", "decoded_sha256", "original_filename", "size_bytes", "sha256", "format", "width", "height", "bit_depth",
-                         "view_position", "study_uid", "series_uid", "duplicate_of_id"], scans)
+                         "decoded", "decoded_sha256", "original_filename", "size_bytes", "sha256", "format",
+                         "width", "height", "bit_depth", "view_position", "study_uid", "series_uid",
+                         "duplicate_of_id"], scans)
     print(f"  {len(scans)} scans: {time.perf_counter() - t:.1f} s", flush=True)
     insert(table(Screening), ["id", "hospital_id", "patient_id", "scan_id", "status", "attempts", "reason", "task_id",
                               "worker", "created_at", "enqueued_at", "started_at", "finished_at"], screenings)

@@ -18,7 +18,7 @@ from screening.models import AiResult, Scan, Screening
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_seed_fills_every_table_and_marks_itself_last(capsys):
+def test_seed_fills_every_table_and_marks_itself_last():
     args = argparse.Namespace(hospitals=3, patients=40, screenings=120, seed=7)
     assert not api_scale.already_seeded(args)
     api_scale.seed(args)
