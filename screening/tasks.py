@@ -27,6 +27,7 @@ from hospitals.tenancy import HospitalTask
 
 from . import services
 from .models import ScreeningStatus
+from .priority import lower_priority
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,7 @@ def predictor():
 
 @worker_process_init.connect
 def load_model_in_child(**kwargs):
-    if settings.SCREENING_WORKER_NICE:
-        os.nice(settings.SCREENING_WORKER_NICE)
+    lower_priority(settings.SCREENING_WORKER_NICE)
     if settings.SCREENING_PRELOAD_MODEL:
         try:
             predictor()

@@ -78,6 +78,9 @@ def test_upload_reaches_done_with_a_result_and_heatmap(pipeline, figure):
     # The pool runs at a lower CPU priority than the worker's parent (SCREENING_WORKER_NICE).
     parent = os.getpriority(os.PRIO_PROCESS, pipeline.worker.pid)
     assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in pipeline.worker.pool()] == [min(parent + 10, 19)]
+    group = Path(f"/proc/{pipeline.worker.pid}/autogroup")
+    if group.exists():  # Linux: the worker runs as a session of its own, so its whole group yields
+        assert group.read_text().split()[-1] == "10"
     figure("E pipeline", f"broker {pipeline.worker.broker.kind}; upload -> {final.status} ({results[0].label})")
 
 
