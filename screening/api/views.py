@@ -68,10 +68,13 @@ class ScreeningViewSet(AuditedListMixin, AuditedRetrieveMixin, HospitalGenericVi
     def create(self, request, *args, **kwargs):
         serializer = ScanUploadSerializer(data=request.data, context=self.get_serializer_context())
         serializer.is_valid(raise_exception=True)
-        upload = serializer.validated_data["file"]
-        screening = services.scan_upload(patient=serializer.validated_data["patient"], data=upload.read(),
-                                         filename=upload.name or "", actor=request.user, request=request)
-        screening = self.get_queryset().get(pk=screening.pk)
+        upload, patient = serializer.validated_data["file"], serializer.validated_data["patient"]
+        patient.hospital = request.hospital  # found in this hospital's scope: no second read of it
+        screening = services.scan_upload(patient=patient, data=upload.read(), filename=upload.name or "",
+                                         actor=request.user, request=request)
+        # Just created: no result or review yet.
+        setattr(screening, PREFETCHED_RESULTS, [])
+        setattr(screening, PREFETCHED_REVIEWS, [])
         location = reverse("api:screening-status", kwargs={"hospital_slug": request.hospital.slug,
                                                            "pk": screening.pk})
         return Response(ScreeningSerializer(screening).data, status=status.HTTP_201_CREATED,
