@@ -10,7 +10,9 @@ patient per client are seeded. Then `--clients` concurrent clients upload scans 
 the API for `--duration` seconds, each waiting for its screening to end before it uploads
 the next, as a partner notified by the `screening.completed` webhook would (the script
 watches the database for them; `--poll-api S` makes the clients poll the status endpoint
-every S seconds instead): a saturation test, the stack is never idle. `--rate R` paces
+every S seconds instead): a saturation test, the stack is never idle. These clients start
+one after another over `--ramp` seconds (fifty partners do not send at the same instant),
+and the measured window opens when the last has started. `--rate R` paces
 the same clients instead: together they send R uploads a second on a fixed schedule
 (client i every clients/R seconds, staggered), whether or not earlier results are back,
 as modalities sending films as they are taken would; this shows the latency of an upload
@@ -54,6 +56,9 @@ def parse_args():
                    help="clients poll the status endpoint every S seconds (default: notified, no polling)")
     p.add_argument("--rate", type=float, default=0.0, metavar="R",
                    help="paced: R uploads/s from all clients together (default: each client waits for its result)")
+    p.add_argument("--ramp", type=float, default=5.0, metavar="S",
+                   help="clients that wait for their result start one after another over S seconds, and the "
+                        "measured window opens after them (%(default)s)")
     p.add_argument("--raw-seconds", type=float, default=15.0, help="seconds per raw Predictor measurement")
     p.add_argument("--drain-timeout", type=float, default=300.0, help="longest wait for the last screenings")
     p.add_argument("--worker-concurrency", type=int, default=1, help="Celery pool processes (%(default)s)")
@@ -154,6 +159,7 @@ class Watcher:
         self.max_llen = 0
         self.max_backlog = 0
         self.final: dict[int, float] = {}
+        self.waiting: set[int] = set()
         self.cond = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -164,30 +170,30 @@ class Watcher:
 
         from screening.models import FINAL_STATUSES, Screening, ScreeningStatus
 
-        seen_after = 0  # screenings are final for good: ask only for those not seen final yet
         while not self._stop.is_set():
             self.max_llen = max(self.max_llen, self.redis.llen("inference"))
+            with self.cond:
+                waiting = list(self.waiting)
             with scope(hospital=self.hospital):
                 backlog = Screening.objects.filter(status=ScreeningStatus.QUEUED).count()
-                pending = Screening.objects.exclude(status__in=FINAL_STATUSES).filter(pk__gt=seen_after)
-                first_pending = pending.order_by("pk").values_list("pk", flat=True).first()
-                done = list(Screening.objects.filter(status__in=FINAL_STATUSES, pk__gt=seen_after)
-                            .values_list("pk", flat=True))
-            if first_pending is not None:
-                seen_after = max(seen_after, first_pending - 1)
-            elif done:
-                seen_after = max(done)
+                # Asked by id: ids are taken before their uploads commit, so a screening with a
+                # smaller id than one already seen final can still be to come.
+                done = list(Screening.objects.filter(pk__in=waiting, status__in=FINAL_STATUSES)
+                            .values_list("pk", flat=True)) if waiting else []
             self.max_backlog = max(self.max_backlog, backlog)
             now = time.time()
             with self.cond:
                 for pk in done:
                     self.final.setdefault(pk, now)
+                    self.waiting.discard(pk)
                 self.cond.notify_all()
-            self._stop.wait(0.2)
+            self._stop.wait(0.05)
         connection.close()
 
     def wait_final(self, pk: int, deadline: float) -> bool:
         with self.cond:
+            if pk not in self.final:
+                self.waiting.add(pk)
             while pk not in self.final:
                 left = deadline - time.time()
                 if left <= 0:
@@ -205,7 +211,7 @@ class Watcher:
 
 
 def run_load(args, base_url: str, token: str, slug: str, patients: list[int], images, watcher: Watcher,
-             t_end: float, drain_end: float) -> list[dict]:
+             t_end: float, drain_end: float, ramp: float = 0.0) -> list[dict]:
     import httpx
 
     records: list[dict] = []
@@ -227,6 +233,7 @@ def run_load(args, base_url: str, token: str, slug: str, patients: list[int], im
                    "Content-Type": f"multipart/form-data; boundary={boundary}"}
         interval = args.clients / args.rate if args.rate else 0.0
         due = time.time() + interval * i / args.clients
+        time.sleep(ramp * i / args.clients)  # fifty partners do not all send at the same instant
         with common.http_client(base_url=base_url, headers=headers, timeout=120) as http:
             k = i
             while time.time() < t_end:
@@ -317,17 +324,19 @@ def main():
         watcher.max_llen = watcher.max_backlog = 0
         groups = {"web": web.pid, "worker": worker.pid, "mariadb": "mariadbd", "redis": "redis-server"}
         cpu_before = {**common.cpu_seconds(groups), "load clients": time.process_time()}
-        t_start = time.time()
+        ramp = 0.0 if args.rate else args.ramp
+        t_begin = time.time()
+        t_start = t_begin + ramp  # the measured window: every client is running
         t_end = t_start + args.duration
         records = run_load(args, base_url, token, hospital.slug, patients, images, watcher, t_end,
-                           t_end + args.drain_timeout)
+                           t_end + args.drain_timeout, ramp)
         cpu_after = {**common.cpu_seconds(groups), "load clients": time.process_time()}
         cpu_used = {k: v - cpu_before[k] for k, v in cpu_after.items()}
         watcher.stop()
         rss.stop()
         with scope(hospital=hospital):
-            rows = {s.pk: s for s in Screening.objects.filter(created_at__gte=_dt(t_start))}
-            outcomes = dict(Screening.objects.filter(created_at__gte=_dt(t_start)).values_list("status")
+            rows = {s.pk: s for s in Screening.objects.filter(created_at__gte=_dt(t_begin))}
+            outcomes = dict(Screening.objects.filter(created_at__gte=_dt(t_begin)).values_list("status")
                             .annotate(n=Count("id")).order_by())
         worker_log = stack.log_tail("worker", 10)
         web_log = stack.log_tail("web", 10)
@@ -339,7 +348,8 @@ def main():
     lat = [r["latency_ms"] for r in uploads]
     finished = [(r, rows[r["pk"]]) for r in ok if r["pk"] in rows and rows[r["pk"]].finished_at is not None]
     e2e = [(s.finished_at.timestamp() - r["sent"]) for r, s in finished]
-    in_window = [s for _, s in finished if s.finished_at.timestamp() <= t_end]
+    ended = [s for s in rows.values() if s.finished_at is not None]  # since the first client started
+    in_window = [s for s in ended if t_start <= s.finished_at.timestamp() <= t_end]
     results_per_s = len(in_window) / args.duration
     best_raw = max(raw.values())
     ratio = results_per_s / best_raw if best_raw else float("nan")
@@ -352,11 +362,12 @@ def main():
           f"p99 {common.percentile(lat, 99):.0f} ms")
     print(f"upload->result: p50 {common.percentile(e2e, 50):.1f} s  p95 {common.percentile(e2e, 95):.1f} s "
           f"({len(finished)} of {len(ok)} finished; outcomes {outcomes})")
-    print(f"results/s: {results_per_s:.2f} (finished inside the {args.duration:.0f} s window)")
-    print(f"raw Predictor: " + ", ".join(f"batch {b} {v:.2f}/s" for b, v in raw.items())
+    print(f"results/s: {results_per_s:.2f} (finished inside the {args.duration:.0f} s window"
+          + (f", which opened once the clients had started over {ramp:g} s)" if ramp else ")"))
+    print("raw Predictor: " + ", ".join(f"batch {b} {v:.2f}/s" for b, v in raw.items())
           + f"; pipeline / best raw = {ratio:.2f}")
-    print(f"CPU per screening (ms, {len(finished)} screenings, until the last ended): "
-          + ", ".join(f"{k} {1000 * v / max(len(finished), 1):.0f}" for k, v in cpu_used.items()))
+    print(f"CPU per screening (ms, {len(ended)} screenings, from the first upload until the last ended): "
+          + ", ".join(f"{k} {1000 * v / max(len(ended), 1):.0f}" for k, v in cpu_used.items()))
     print(f"largest queue depth: Redis LLEN inference {watcher.max_llen}, queued in the database "
           f"{watcher.max_backlog}")
     print(f"peak RSS: web worker {web_rss:.0f} MiB (largest gunicorn worker; all web "
