@@ -8,6 +8,7 @@ import json
 
 import pytest
 from django.test import override_settings
+from freezegun import freeze_time
 from django.urls import reverse
 from django.utils import timezone
 from django_scopes import scope, scopes_disabled
@@ -21,6 +22,14 @@ from screening.services import review_create
 from tests.factories import PatientFactory, airesult_for, hospital_world, screening_for
 
 TODAY = timezone.localdate
+
+
+@pytest.fixture(autouse=True)
+def midday():
+    """Noon today: the screenings built minutes and hours ago are today's, whenever the suite runs."""
+    noon = datetime.datetime.combine(TODAY(), datetime.time(12), tzinfo=timezone.get_current_timezone())
+    with freeze_time(noon, tick=True):
+        yield
 
 
 def days_ago(n):
