@@ -215,9 +215,10 @@ def screening_finish(*, screening: Screening, status: str, reason: str = "") -> 
                      hospital=screening.hospital, detail={"status": status})
 
 
-def screening_store_result(*, screening: Screening, prediction: dict, heatmap_png: bytes | None) -> AiResult:
+def screening_store_result(*, screening: Screening, prediction: dict, overlay: bytes | None) -> AiResult:
     """Store the model's answer and mark the job done, or cannot_assess when the quality
-    gate refused the image. Idempotent: a second delivery finds the existing result."""
+    gate refused the image. `overlay`: the heatmap drawn over the scan (JPEG; results stored
+    earlier hold a PNG). Idempotent: a second delivery finds the existing result."""
     existing = AiResult.objects.filter(screening=screening, model_version=prediction["model_version"]).first()
     if existing is not None:
         _finish(screening, ScreeningStatus.DONE)
@@ -231,8 +232,8 @@ def screening_store_result(*, screening: Screening, prediction: dict, heatmap_pn
         preprocessing_version=prediction["preprocessing_version"], input_sha256=screening.scan.sha256,
         quality=prediction.get("quality") or {}, timings_ms=prediction.get("timings_ms") or {}, worker=WORKER,
     )
-    if heatmap_png:
-        result.heatmap.save("heatmap", ContentFile(heatmap_png), save=False)
+    if overlay:
+        result.heatmap.save("heatmap", ContentFile(overlay), save=False)
     try:
         with transaction.atomic():
             result.save()

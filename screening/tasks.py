@@ -200,7 +200,7 @@ def screen_batch(task, batch: list) -> str:
             _, overlay = explain(model, decoded, class_name=prediction.label, heatmap=prediction.heatmap)
             with scope(hospital=screening.hospital):
                 services.screening_store_result(screening=screening, prediction=prediction.to_dict(),
-                                                heatmap_png=overlay)
+                                                overlay=overlay)
             outcome[screening.pk] = ScreeningStatus.DONE
     except ImageError as exc:
         for screening in batch:

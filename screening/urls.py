@@ -13,5 +13,5 @@ urlpatterns = [
     path("screenings/<int:pk>/apply-status/", views.apply_status, name="apply_status"),
     path("scans/<int:pk>/original", views.scan_original, name="scan_original"),
     path("scans/<int:pk>/preview.png", views.scan_preview, name="scan_preview"),
-    path("results/<int:pk>/heatmap.png", views.heatmap, name="heatmap"),
+    path("results/<int:pk>/heatmap", views.heatmap, name="heatmap"),
 ]

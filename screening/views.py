@@ -398,6 +398,15 @@ def _file_response(fieldfile, *, filename: str, content_type: str) -> FileRespon
     return response
 
 
+def _head(fieldfile, n: int) -> bytes:
+    """The first `n` bytes of a stored file; b"" when there is none."""
+    try:
+        with fieldfile.open("rb") as fh:
+            return fh.read(n)
+    except (FileNotFoundError, ValueError):  # missing on disk, or no file recorded
+        return b""
+
+
 def _scan_or_404(request, pk: int) -> Scan:
     try:
         return selectors.scan_get(hospital=request.hospital, pk=pk)
@@ -442,7 +451,9 @@ def heatmap(request, hospital_slug, pk):
     if refused := _read_only(request):
         return refused
     scan_id = result.screening.scan_id
-    response = _file_response(result.heatmap, filename=f"scan-{scan_id}-heatmap.png", content_type="image/png")
+    # JPEG; results stored before overlays were JPEG keep their PNG.
+    ext, content_type = ("jpg", "image/jpeg") if _head(result.heatmap, 3) == b"\xff\xd8\xff" else ("png", "image/png")
+    response = _file_response(result.heatmap, filename=f"scan-{scan_id}-heatmap.{ext}", content_type=content_type)
     audit_record(action="view", object_type="scan", object_id=scan_id, hospital=request.hospital, request=request,
                  detail={"patient": result.patient_id, "file": "heatmap", "result": result.pk})
     return response

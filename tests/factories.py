@@ -129,8 +129,9 @@ def png_bytes(*, size: tuple[int, int] = (96, 80), seed: int = 0) -> bytes:
     return out.getvalue()
 
 
-def heatmap_png(*, size: tuple[int, int] = (96, 80)) -> bytes:
-    """A small RGB PNG standing in for a Grad-CAM overlay."""
+def heatmap_overlay(*, size: tuple[int, int] = (96, 80), fmt: str = "JPEG") -> bytes:
+    """A small RGB image standing in for a Grad-CAM overlay (JPEG, as the worker draws it;
+    PNG, as results stored earlier hold)."""
     import io
 
     import numpy as np
@@ -141,7 +142,7 @@ def heatmap_png(*, size: tuple[int, int] = (96, 80)) -> bytes:
     rgb[..., 0] = np.linspace(0, 255, width, dtype=np.uint8)[None, :]
     rgb[..., 2] = 255 - rgb[..., 0]
     out = io.BytesIO()
-    Image.fromarray(rgb, mode="RGB").save(out, format="PNG")
+    Image.fromarray(rgb, mode="RGB").save(out, format=fmt)
     return out.getvalue()
 
 
@@ -178,7 +179,7 @@ def airesult_for(screening, *, covid: float = 0.82, heatmap: bool = True, model_
         timings_ms={"predict": 12.5},
     )
     if heatmap:
-        result.heatmap.save("heatmap", ContentFile(heatmap_png()), save=False)
+        result.heatmap.save("heatmap", ContentFile(heatmap_overlay()), save=False)
     result.save()
     Screening.objects.filter(pk=screening.pk).update(status="done")
     screening.refresh_from_db()

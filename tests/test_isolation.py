@@ -378,7 +378,7 @@ def test_a_hospital_that_does_not_exist_and_one_you_are_not_in_look_the_same(wor
     client = Client()
     client.force_login(b.clinician)
     for path in ("", "patients/", f"patients/{a.patient.pk}/", "members/", "audit/", "screenings/",
-                 f"screenings/{a.screening.pk}/", f"scans/{a.scan.pk}/original", f"results/{a.result.pk}/heatmap.png",
+                 f"screenings/{a.screening.pk}/", f"scans/{a.scan.pk}/original", f"results/{a.result.pk}/heatmap",
                  "webhooks/", f"webhooks/{a.endpoint.pk}/", f"webhooks/deliveries/{a.delivery.pk}/"):
         foreign, missing = client.get(f"/h/alpha/{path}"), client.get(f"/h/{NO_SUCH_SLUG}/{path}")
         assert foreign.status_code == missing.status_code == 404

@@ -73,7 +73,7 @@ def test_upload_page_reports_each_file(team, live_server, browser, hospital_a, t
 
 
 def test_screening_page_updates_live_then_review_and_apply(team, live_server, browser, hospital_a):
-    from ml.explain import overlay_png
+    from ml.explain import overlay_jpeg
     from ml.preprocessing import load_image_bytes
 
     clinician, radiologist, patient = team
@@ -100,7 +100,7 @@ def test_screening_page_updates_live_then_review_and_apply(team, live_server, br
             "covid_probability": 0.71, "covid_positive": True, "decision": "covid_suspected", "threshold": 0.42,
             "model_name": "cxrnet", "model_version": "2024.06-b1", "model_sha256": "9f2c1e7a5b3d" + "0" * 52,
             "preprocessing_version": "cxr-pp-2", "quality": {}, "timings_ms": {"predict": 41.2},
-        }, heatmap_png=overlay_png(load_image_bytes(data).pixels, heat))
+        }, overlay=overlay_jpeg(load_image_bytes(data).pixels, heat))
     page.wait_for_selector('#screening-live [data-status="done"]')
     assert page.evaluate("window.__sameDocument") is True  # no reload
     assert "COVID-19 suspected" in page.inner_text(".ai-result")

@@ -90,8 +90,8 @@ def test_ensemble_serves_like_one_network(ensemble_dir, tmp_path):
     assert keras_r.label == onnx_r.label
     assert np.allclose([keras_r.probabilities[c] for c in CLASSES],
                        [onnx_r.probabilities[c] for c in CLASSES], atol=1e-4)
-    heat, png = explain(Predictor(served, backend="keras"), item, keras_r.label)
-    assert heat.ndim == 2 and heat.max() <= 1.0 and png.startswith(b"\x89PNG")
+    heat, overlay = explain(Predictor(served, backend="keras"), item, keras_r.label)
+    assert heat.ndim == 2 and heat.max() <= 1.0 and overlay.startswith(b"\xff\xd8\xff")
     assert json.dumps(keras_r.to_dict())
 
 

@@ -116,8 +116,8 @@ def test_predictions_carry_the_heatmap_of_their_label(exported):
             x = prepare(load_image_bytes(item), p.image_size)
             assert float(np.abs(r.heatmap - p.heatmap(x, r.label)).max()) <= 1e-4
             assert "heatmap" not in r.to_dict() and json.dumps(r.to_dict())
-            heat, png = explain(p, item, r.label, heatmap=r.heatmap)
-            assert heat is r.heatmap and png.startswith(b"\x89PNG")
+            heat, overlay = explain(p, item, r.label, heatmap=r.heatmap)
+            assert heat is r.heatmap and overlay.startswith(b"\xff\xd8\xff")
 
 
 def test_onnx_serving_needs_no_tensorflow(exported):

@@ -83,9 +83,38 @@ def test_gradcam_overlay(tiny_model):
     from ml.inference import Predictor
 
     pred = Predictor(tiny_model)
-    heat, png = explain(pred, to_png8(synthetic_chest(256, 256, seed=5)))
+    heat, overlay = explain(pred, to_png8(synthetic_chest(256, 256, seed=5)))
     assert heat.ndim == 2 and 0.0 <= heat.min() and heat.max() <= 1.0
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert overlay[:3] == b"\xff\xd8\xff"
+
+
+def test_overlay_blends_the_colour_map_over_the_stretched_image():
+    """Each overlay pixel is (1 - a) * gray + a * jet(heat), a = 0.45 * heat, at the image's
+    own aspect ratio (shrunk to 512 px at most); JPEG loses a few levels at most."""
+    import io
+
+    from PIL import Image
+
+    from ml.explain import _jet, overlay_jpeg
+    from ml.preprocessing import contrast_stretch
+
+    pixels = synthetic_chest(700, 600, seed=3).astype(np.float32)
+    heat = np.zeros((8, 8), np.float32)
+    heat[2:6, 1:4] = 1.0
+    heat[3, 5] = 0.5
+    got = np.asarray(Image.open(io.BytesIO(overlay_jpeg(pixels, heat))).convert("RGB"), np.float32)
+    assert got.shape == (512, 439, 3)
+    small = np.asarray(Image.fromarray(pixels).resize((439, 512), Image.Resampling.BILINEAR))
+    gray = np.round(contrast_stretch(np.clip(small, 0, 1)) * 255)[..., None]
+    big = np.clip(np.asarray(Image.fromarray(heat).resize((439, 512), Image.Resampling.BICUBIC)), 0, 1)
+    a = (0.45 * big)[..., None]
+    want = (1 - a) * gray + a * _jet(big).astype(np.float32)
+    error = np.abs(got - want)
+    assert float(np.median(error)) <= 2 and float(np.percentile(error, 99)) <= 12
+    hot, cold = (big > 0.9), (big < 0.01)
+    # Where the map is hot the red of the colour map shows; where it is cold, the gray image.
+    assert got[hot][:, 0].mean() - got[hot][:, 2].mean() > 50
+    assert float(np.abs(got[cold] - gray.repeat(3, -1)[cold]).mean()) <= 2
 
 
 def test_tampered_model_is_refused(tiny_model, tmp_path):

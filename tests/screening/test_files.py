@@ -2,6 +2,8 @@
 views: attachment with a server-made name, a fixed type, nosniff, no-store, audited;
 another hospital's id (or a missing one) is 404, and nothing is reachable by media URL."""
 
+from pathlib import Path
+
 import pytest
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -12,7 +14,8 @@ from django_scopes import scope, scopes_disabled
 from hospitals.models import AuditEvent, Role
 from screening import services
 
-from ..factories import PatientFactory, add_screening, airesult_for, hospital_world, png_bytes, screening_for
+from ..factories import (PatientFactory, add_screening, airesult_for, heatmap_overlay, hospital_world, png_bytes,
+                         screening_for)
 from .conftest import dicom_bytes
 
 
@@ -89,10 +92,19 @@ def test_preview_is_a_png_without_the_dicom_header(worlds):
 def test_heatmap(worlds):
     a, _ = worlds
     response = client_for(a.clinician).get(url("heatmap", a.result.pk))
-    assert_private_headers(response, content_type="image/png", filename=f"scan-{a.scan.pk}-heatmap.png")
-    assert body(response).startswith(b"\x89PNG")
+    assert_private_headers(response, content_type="image/jpeg", filename=f"scan-{a.scan.pk}-heatmap.jpg")
+    assert body(response).startswith(b"\xff\xd8\xff")
     [event] = audits(action="view", object_type="scan", detail__file="heatmap")
     assert event.object_id == str(a.scan.pk) and event.detail["result"] == a.result.pk
+
+
+def test_heatmap_stored_as_png_is_served_as_png(worlds):
+    """Results stored before overlays were JPEG keep their PNG, served as what it is."""
+    a, _ = worlds
+    Path(a.result.heatmap.path).write_bytes(heatmap_overlay(fmt="PNG"))  # results are immutable rows
+    response = client_for(a.clinician).get(url("heatmap", a.result.pk))
+    assert_private_headers(response, content_type="image/png", filename=f"scan-{a.scan.pk}-heatmap.png")
+    assert body(response).startswith(b"\x89PNG")
 
 
 def test_result_without_heatmap_is_404(worlds):

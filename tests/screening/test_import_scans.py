@@ -73,7 +73,7 @@ def test_wait_reports_the_final_status_and_label(db, world, files, monkeypatch):
             for screening in Screening.objects.filter(status="queued"):
                 claimed = services.screening_claim(screening_id=screening.pk, task_id="t")
                 services.screening_store_result(screening=claimed, prediction=prediction(label="covid").to_dict(),
-                                                heatmap_png=None)
+                                                overlay=None)
 
     monkeypatch.setattr(import_scans.time, "sleep", worker_step)
     out, error = run(files[0], user=world.uploader.email, wait=True, timeout=30)

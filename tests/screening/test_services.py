@@ -52,7 +52,7 @@ def stub(monkeypatch):
         predictor = StubPredictor(answer)
         monkeypatch.setattr(tasks, "predictor", lambda: predictor)
         monkeypatch.setattr("ml.explain.explain",
-                            lambda model, decoded, class_name=None, heatmap=None: (None, b"\x89PNG heat"))
+                            lambda model, decoded, class_name=None, heatmap=None: (None, b"\xff\xd8\xff heat"))
         return predictor
 
     return install
@@ -99,9 +99,9 @@ def test_store_result_is_idempotent(screening, world):
     with scope(hospital=world.hospital):
         claimed = services.screening_claim(screening_id=screening.pk, task_id="a")
         one = services.screening_store_result(screening=claimed, prediction=prediction().to_dict(),
-                                              heatmap_png=b"\x89PNG heat")
+                                              overlay=b"\xff\xd8\xff heat")
         two = services.screening_store_result(screening=claimed, prediction=prediction().to_dict(),
-                                              heatmap_png=b"\x89PNG heat")
+                                              overlay=b"\xff\xd8\xff heat")
         assert one.pk == two.pk
         assert AiResult.objects.filter(screening=claimed).count() == 1
     assert reload(screening).status == ScreeningStatus.DONE

@@ -70,7 +70,7 @@ def test_a_stored_result_announces_screening_completed_with_the_result(hook):
     with scope(hospital=hook.hospital):
         screening = screening_for(hook.patient, actor=hook.clinician)
         result = screening_services.screening_store_result(screening=screening, prediction=PREDICTION,
-                                                           heatmap_png=None)
+                                                           overlay=None)
     [delivery] = deliveries()
     data = body(delivery)["data"]
     assert delivery.event == "screening.completed"
@@ -81,7 +81,7 @@ def test_a_stored_result_announces_screening_completed_with_the_result(hook):
                               "model_version": "1.0.0"}
     # A redelivered task finds the result and announces nothing twice.
     with scope(hospital=hook.hospital):
-        screening_services.screening_store_result(screening=screening, prediction=PREDICTION, heatmap_png=None)
+        screening_services.screening_store_result(screening=screening, prediction=PREDICTION, overlay=None)
     assert len(deliveries()) == 1
 
 
