@@ -321,6 +321,13 @@ def phi_found(data: bytes) -> list[str]:
             chunks.append(ctype)
             pos += 12 + length
         found += [c.decode() for c in chunks if c not in (b"IHDR", b"IDAT", b"IEND")]
+    elif data.startswith(b"\xff\xd8"):  # JPEG: no EXIF/XMP (APP1-15) or comment segment before the scan
+        pos = 2
+        while pos + 4 <= len(data) and data[pos] == 0xFF and data[pos + 1] != 0xDA:
+            marker = data[pos + 1]
+            if 0xE1 <= marker <= 0xEF or marker == 0xFE:
+                found.append(f"JPEG segment {marker:#x}")
+            pos += 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0]
     return found
 
 
