@@ -159,8 +159,9 @@ class Watcher:
         self.max_llen = 0
         self.max_backlog = 0
         self.final: dict[int, float] = {}
-        self.waiting: set[int] = set()
-        self.cond = threading.Condition()
+        # One event per awaited screening: a client wakes only when its own one has ended.
+        self.waiting: dict[int, threading.Event] = {}
+        self.lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -172,7 +173,7 @@ class Watcher:
 
         while not self._stop.is_set():
             self.max_llen = max(self.max_llen, self.redis.llen("inference"))
-            with self.cond:
+            with self.lock:
                 waiting = list(self.waiting)
             with scope(hospital=self.hospital):
                 backlog = Screening.objects.filter(status=ScreeningStatus.QUEUED).count()
@@ -182,24 +183,19 @@ class Watcher:
                             .values_list("pk", flat=True)) if waiting else []
             self.max_backlog = max(self.max_backlog, backlog)
             now = time.time()
-            with self.cond:
+            with self.lock:
                 for pk in done:
                     self.final.setdefault(pk, now)
-                    self.waiting.discard(pk)
-                self.cond.notify_all()
+                    self.waiting.pop(pk).set()
             self._stop.wait(0.05)
         connection.close()
 
     def wait_final(self, pk: int, deadline: float) -> bool:
-        with self.cond:
-            if pk not in self.final:
-                self.waiting.add(pk)
-            while pk not in self.final:
-                left = deadline - time.time()
-                if left <= 0:
-                    return False
-                self.cond.wait(min(left, 1.0))
-            return True
+        with self.lock:
+            if pk in self.final:
+                return True
+            ended = self.waiting.setdefault(pk, threading.Event())
+        return ended.wait(max(0.0, deadline - time.time()))
 
     def start(self):
         self._thread.start()
