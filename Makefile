@@ -52,13 +52,14 @@ test: install
 
 # Inference alone, then the pipeline through gunicorn + Celery (BENCH_DURATION seconds of
 # uploads, saturated, then paced at 10 uploads/s), then the API at scale (the seeded
-# database is kept between runs).
+# database is kept between runs), then the CPU of one upload, part by part.
 BENCH_DURATION ?= 30
 bench: install-mysql
 	$(PY) bench/ml_inference.py
 	$(PY) bench/pipeline.py --duration $(BENCH_DURATION)
 	$(PY) bench/pipeline.py --duration $(BENCH_DURATION) --rate 10
 	$(PY) bench/api_scale.py --reuse
+	$(PY) bench/upload_cost.py
 
 # Every reliability and security figure in var/reliability/report.json, and one summary line:
 # the tests that report figures at full count (RELIABILITY_FULL=1), fuzzing, load, pip-audit.

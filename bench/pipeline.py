@@ -124,6 +124,20 @@ def raw_throughput(images, seconds: float) -> dict[int, float]:
 
 # --- stack set-up ------------------------------------------------------------------------------------
 
+BOUNDARY = "bench-" + "b" * 26
+UPLOAD_CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def upload_body(patient: int, name: str, data: bytes) -> bytes:
+    """The multipart/form-data upload request, joined once: encoding it with httpx's `files=`
+    costs the load generator more CPU than the upload costs the server."""
+    return b"".join([
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="patient"\r\n\r\n{patient}\r\n'.encode(),
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        f'Content-Type: application/octet-stream\r\n\r\n'.encode(),
+        data, f"\r\n--{BOUNDARY}--\r\n".encode()])
+
+
 def seed(clients: int):
     """A hospital, its admin, a partner client and one patient per load client."""
     import datetime
@@ -213,20 +227,8 @@ def run_load(args, base_url: str, token: str, slug: str, patients: list[int], im
     records: list[dict] = []
     lock = threading.Lock()
 
-    boundary = "bench-" + "b" * 26
-
-    def body(patient: int, name: str, data: bytes) -> bytes:
-        """The multipart/form-data request, joined once: encoding it with httpx's `files=`
-        costs the load generator more CPU than the upload costs the server."""
-        return b"".join([
-            f'--{boundary}\r\nContent-Disposition: form-data; name="patient"\r\n\r\n{patient}\r\n'.encode(),
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-            f'Content-Type: application/octet-stream\r\n\r\n'.encode(),
-            data, f"\r\n--{boundary}--\r\n".encode()])
-
     def client(i: int):
-        headers = {"Authorization": f"Bearer {token}",
-                   "Content-Type": f"multipart/form-data; boundary={boundary}"}
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": UPLOAD_CONTENT_TYPE}
         interval = args.clients / args.rate if args.rate else 0.0
         due = time.time() + interval * i / args.clients
         time.sleep(ramp * i / args.clients)  # fifty partners do not all send at the same instant
@@ -240,7 +242,7 @@ def run_load(args, base_url: str, token: str, slug: str, patients: list[int], im
                         break
                 name, data = images[k % len(images)]
                 k += 1
-                content = body(patients[i], name, data)
+                content = upload_body(patients[i], name, data)
                 sent = time.time()
                 t0 = time.perf_counter()
                 try:
