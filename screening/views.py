@@ -383,28 +383,23 @@ def review_queue(request, hospital_slug):
 
 # --- Private files ------------------------------------------------------------------------------
 
-def _file_response(fieldfile, *, filename: str, content_type: str) -> FileResponse:
-    """A private file as an attachment with a server-made name and a fixed type: the
-    browser neither sniffs it into something active nor keeps a copy."""
+def _open_or_404(fieldfile):
+    """The stored file, opened for reading; 404 when none is recorded or it is missing."""
     if not fieldfile:
         raise Http404("No such file.")
     try:
-        handle = fieldfile.open("rb")
+        return fieldfile.open("rb")
     except FileNotFoundError:
         raise Http404("No such file.") from None
+
+
+def _file_response(handle, *, filename: str, content_type: str) -> FileResponse:
+    """A private file as an attachment with a server-made name and a fixed type: the
+    browser neither sniffs it into something active nor keeps a copy."""
     response = FileResponse(handle, as_attachment=True, filename=filename, content_type=content_type)
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "private, no-store"
     return response
-
-
-def _head(fieldfile, n: int) -> bytes:
-    """The first `n` bytes of a stored file; b"" when there is none."""
-    try:
-        with fieldfile.open("rb") as fh:
-            return fh.read(n)
-    except (FileNotFoundError, ValueError):  # missing on disk, or no file recorded
-        return b""
 
 
 def _scan_or_404(request, pk: int) -> Scan:
@@ -424,7 +419,8 @@ def scan_original(request, hospital_slug, pk):
     if scan.file and scan.file.storage.exists(scan.file.name) and not services.scan_file_intact(scan=scan):
         return HttpResponseServerError("The stored file failed its integrity check (checksum) and was not served; "
                                        "it must be restored from backup.", content_type="text/plain")
-    response = _file_response(scan.file, filename=f"scan-{scan.pk}.{EXTENSIONS.get(scan.format, 'bin')}",
+    response = _file_response(_open_or_404(scan.file),
+                              filename=f"scan-{scan.pk}.{EXTENSIONS.get(scan.format, 'bin')}",
                               content_type=ORIGINAL_CONTENT_TYPES.get(scan.format, "application/octet-stream"))
     audit_record(action="export", object_type="scan", object_id=scan.pk, hospital=request.hospital, request=request,
                  detail={"patient": scan.patient_id, "file": "original"})
@@ -436,7 +432,8 @@ def scan_preview(request, hospital_slug, pk):
     scan = _scan_or_404(request, pk)
     if refused := _read_only(request):
         return refused
-    response = _file_response(scan.preview, filename=f"scan-{scan.pk}-preview.png", content_type="image/png")
+    response = _file_response(_open_or_404(scan.preview), filename=f"scan-{scan.pk}-preview.png",
+                              content_type="image/png")
     audit_record(action="view", object_type="scan", object_id=scan.pk, hospital=request.hospital, request=request,
                  detail={"patient": scan.patient_id, "file": "preview"})
     return response
@@ -451,9 +448,12 @@ def heatmap(request, hospital_slug, pk):
     if refused := _read_only(request):
         return refused
     scan_id = result.screening.scan_id
+    handle = _open_or_404(result.heatmap)
     # JPEG; results stored before overlays were JPEG keep their PNG.
-    ext, content_type = ("jpg", "image/jpeg") if _head(result.heatmap, 3) == b"\xff\xd8\xff" else ("png", "image/png")
-    response = _file_response(result.heatmap, filename=f"scan-{scan_id}-heatmap.{ext}", content_type=content_type)
+    jpeg = handle.read(3) == b"\xff\xd8\xff"
+    handle.seek(0)
+    response = _file_response(handle, filename=f"scan-{scan_id}-heatmap.{'jpg' if jpeg else 'png'}",
+                              content_type="image/jpeg" if jpeg else "image/png")
     audit_record(action="view", object_type="scan", object_id=scan_id, hospital=request.hospital, request=request,
                  detail={"patient": result.patient_id, "file": "heatmap", "result": result.pk})
     return response
