@@ -105,15 +105,16 @@ def seed(args) -> dict:
     unique and foreign-key checks off for this connection while it runs."""
     from django.db import connection
 
-    if connection.vendor != "mysql":  # the test suite also seeds SQLite
-        return _seed(args, connection)
-    with connection.cursor() as cur:
-        cur.execute("SET SESSION unique_checks=0, foreign_key_checks=0")
+    mysql = connection.vendor == "mysql"  # the test suite also seeds SQLite
+    if mysql:
+        with connection.cursor() as cur:
+            cur.execute("SET SESSION unique_checks=0, foreign_key_checks=0")
     try:
         return _seed(args, connection)
     finally:
-        with connection.cursor() as cur:
-            cur.execute("SET SESSION unique_checks=1, foreign_key_checks=1")
+        if mysql:
+            with connection.cursor() as cur:
+                cur.execute("SET SESSION unique_checks=1, foreign_key_checks=1")
 
 
 def _seed(args, connection) -> dict:
