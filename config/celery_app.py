@@ -4,6 +4,7 @@ carries ids, the database is the source of truth."""
 import os
 
 from celery import Celery
+from celery.signals import task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
@@ -41,6 +42,20 @@ def bounded_broker_waits(sender, **kwargs):
     for key, value in BROKER_SOCKET_TIMEOUTS.items():
         options.setdefault(key, value)
     sender.conf.broker_transport_options = options
+
+
+@task_prerun.connect
+@task_postrun.connect
+def close_old_database_connections(task=None, **kwargs):
+    """Around every task, what Django does around every request: a connection older than
+    CONN_MAX_AGE or broken by an error is closed; a kept one is pinged before its next query
+    (CONN_HEALTH_CHECKS), so a database that restarted costs one reconnect, not a failed
+    task. Celery's own fixup would close it after every task instead (CELERY_DB_REUSE_MAX
+    in the settings turns that off): a reconnect per screening."""
+    from django.db import close_old_connections
+
+    if not getattr(task.request, "is_eager", False):  # an eager task runs inside its caller's transaction
+        close_old_connections()
 
 
 app.autodiscover_tasks()

@@ -235,6 +235,9 @@ SCREENING_BATCH_WAIT_MS = env.int("SCREENING_BATCH_WAIT_MS", default=20)
 # and worker share a machine, uploads and page loads go first and screening takes the
 # rest of the CPU; on a machine of its own the worker is as fast as without. 0 keeps it.
 SCREENING_WORKER_NICE = env.int("SCREENING_WORKER_NICE", default=10)
+# Workers keep their database connection between tasks (config/celery_app.py closes old or
+# broken ones as requests do); Celery's fixup then closes it only once per this many tasks.
+CELERY_DB_REUSE_MAX = 1000
 CELERY_BEAT_SCHEDULE = {
     "screening-sweep": {"task": "screening.sweep", "schedule": SCREENING_SWEEP_INTERVAL_SECONDS},
 }

@@ -84,6 +84,29 @@ def test_upload_reaches_done_with_a_result_and_heatmap(pipeline, figure):
     figure("E pipeline", f"broker {pipeline.worker.broker.kind}; upload -> {final.status} ({results[0].label})")
 
 
+def test_the_worker_keeps_its_database_connection_from_one_screening_to_the_next(pipeline):
+    """Celery would close the worker's connection after every task; it is kept instead
+    (checked as web requests check theirs), so screening one scan after another opens no
+    new MariaDB connection. SQLite opens a file, not a server connection: nothing to count."""
+    from django.db import connection
+
+    if connection.vendor != "mysql":
+        pytest.skip("counts MariaDB server connections; the SQLite run has none")
+
+    def opened() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW GLOBAL STATUS LIKE 'Connections'")
+            return int(cursor.fetchone()[1])
+
+    wait_final([upload(pipeline.world, FILM.read_bytes(), "warm-up.png").pk], pipeline.worker)
+    before = opened()
+    for i in range(4):
+        screening = upload(pipeline.world, FILM.read_bytes(), f"film-{i}.png")
+        assert wait_final([screening.pk], pipeline.worker)[screening.pk].status == ScreeningStatus.DONE
+    # At most one: a connection of the worker that reached CONN_MAX_AGE meanwhile.
+    assert opened() - before <= 1
+
+
 def test_sigkill_of_the_pool_child_mid_inference_loses_nothing(pipeline, figure):
     """E1. Each kill lands while a screening is claimed and sleeping before inference;
     the message comes back (acks_late + reject_on_worker_lost) and is claimed again.
