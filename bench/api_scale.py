@@ -317,8 +317,6 @@ def tree_cpu_seconds(pid: int) -> float:
 
 
 def measure(args, base_url: str, creds: list[dict], web_pid: int) -> dict:
-    import httpx
-
     names = list(endpoints(creds[0], random.Random(0)))
     out = {}
     for name in names:
@@ -331,14 +329,14 @@ def measure(args, base_url: str, creds: list[dict], web_pid: int) -> dict:
             rng = random.Random(i)
             headers_api = {"Authorization": f"Bearer {cred['token']}"}
             headers_portal = {"Cookie": cred["cookie"]}
-            with common.http_client(base_url=base_url, timeout=60) as http:
+            with common.HttpClient(base_url, timeout=60) as http:
                 for _ in range(per_client):
                     path, portal = endpoints(cred, rng)[name]
                     t0 = time.perf_counter()
                     try:
                         r = http.get(path, headers=headers_portal if portal else headers_api)
                         ok = r.status_code == 200
-                    except httpx.HTTPError as exc:
+                    except common.HTTP_ERRORS as exc:
                         r, ok = None, False
                         with lock:
                             errors.append(repr(exc))

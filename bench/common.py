@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.client
+import json
 import os
 import shutil
 import signal
@@ -132,7 +134,7 @@ class Stack:
             str(VENV_BIN / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{a.port}",
             "--workers", str(a.web_workers), "--threads", str(a.web_threads), "--worker-class", "gthread",
             "--backlog", "2048", "--timeout", "120", "--log-level", "warning",
-            # Longer than the clients keep idle connections (common.http_client), as behind a proxy.
+            # Longer than the clients keep idle connections (common.HttpClient), as behind a proxy.
             "--keep-alive", "30",
         ])
         wait_for_port(a.port, proc)
@@ -253,21 +255,87 @@ def percentile(values, q: float) -> float:
 
 
 def fetch_token(base_url: str, client_id: str, secret: str) -> str:
-    import httpx
-
     basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
-    response = httpx.post(f"{base_url}/o/token/", data={"grant_type": "client_credentials"},
-                          headers={"Authorization": f"Basic {basic}"}, timeout=30)
-    response.raise_for_status()
+    with HttpClient(base_url, timeout=30) as http:
+        response = http.post("/o/token/", content=b"grant_type=client_credentials",
+                             headers={"Authorization": f"Basic {basic}",
+                                      "Content-Type": "application/x-www-form-urlencoded"})
+    if response.status_code != 200:
+        raise SystemExit(f"token request: {response.status_code} {response.text[:300]}")
     return response.json()["access_token"]
 
 
-def http_client(**kwargs):
-    """An httpx client that drops idle connections before the server does (no request is
-    ever sent on a connection the server is closing)."""
-    import httpx
+# What a failed request raises: the connection refused, reset or timed out, or a broken reply.
+HTTP_ERRORS = (OSError, http.client.HTTPException)
 
-    return httpx.Client(limits=httpx.Limits(keepalive_expiry=5.0), **kwargs)
+
+@dataclass
+class Response:
+    status_code: int
+    headers: http.client.HTTPMessage  # case-insensitive .get()
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self):
+        return json.loads(self.content)
+
+
+class HttpClient:
+    """One keep-alive HTTP/1.1 connection per load client, on the standard library: the load
+    generators share the cores with the stack they measure, and this costs them a fraction
+    of the CPU of a full-featured client. A body may be a list of parts, sent one after the
+    other (a scan is not copied into a joined multipart body). A connection idle for longer
+    than `keepalive` seconds is dropped before the server would close it, so no request is
+    ever sent on a connection the server is closing."""
+
+    def __init__(self, base_url: str, *, headers: dict | None = None, timeout: float = 60, keepalive: float = 5.0):
+        url = urlparse(base_url)
+        self.host, self.port = url.hostname, url.port
+        self.headers, self.timeout, self.keepalive = dict(headers or {}), timeout, keepalive
+        self._conn: http.client.HTTPConnection | None = None
+        self._last = 0.0
+
+    def request(self, method: str, path: str, *, content: bytes | list[bytes] | None = None,
+                headers: dict | None = None) -> Response:
+        if self._conn is not None and time.monotonic() - self._last > self.keepalive:
+            self.close()
+        if self._conn is None:
+            self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        all_headers = {**self.headers, **(headers or {})}
+        if content is not None:
+            parts = content if isinstance(content, list) else [content]
+            all_headers["Content-Length"] = str(sum(len(p) for p in parts))
+        try:
+            self._conn.request(method, path, body=parts if content is not None else None, headers=all_headers)
+            reply = self._conn.getresponse()
+            response = Response(reply.status, reply.headers, reply.read())
+        except BaseException:
+            self.close()
+            raise
+        self._last = time.monotonic()
+        if reply.will_close:
+            self.close()
+        return response
+
+    def get(self, path: str, **kwargs) -> Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs) -> Response:
+        return self.request("POST", path, **kwargs)
+
+    def close(self):
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def machine() -> str:

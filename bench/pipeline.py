@@ -128,14 +128,14 @@ BOUNDARY = "bench-" + "b" * 26
 UPLOAD_CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
 
 
-def upload_body(patient: int, name: str, data: bytes) -> bytes:
-    """The multipart/form-data upload request, joined once: encoding it with httpx's `files=`
-    costs the load generator more CPU than the upload costs the server."""
-    return b"".join([
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="patient"\r\n\r\n{patient}\r\n'.encode(),
+def upload_body(patient: int, name: str, data: bytes) -> list[bytes]:
+    """The multipart/form-data upload request in three parts, sent one after the other
+    (common.HttpClient): the scan's bytes are not copied into a joined body."""
+    return [
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="patient"\r\n\r\n{patient}\r\n'
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
         f'Content-Type: application/octet-stream\r\n\r\n'.encode(),
-        data, f"\r\n--{BOUNDARY}--\r\n".encode()])
+        data, f"\r\n--{BOUNDARY}--\r\n".encode()]
 
 
 def seed(clients: int):
@@ -222,8 +222,6 @@ class Watcher:
 
 def run_load(args, base_url: str, token: str, slug: str, patients: list[int], images, watcher: Watcher,
              t_end: float, drain_end: float, ramp: float = 0.0) -> list[dict]:
-    import httpx
-
     records: list[dict] = []
     lock = threading.Lock()
 
@@ -232,7 +230,7 @@ def run_load(args, base_url: str, token: str, slug: str, patients: list[int], im
         interval = args.clients / args.rate if args.rate else 0.0
         due = time.time() + interval * i / args.clients
         time.sleep(ramp * i / args.clients)  # fifty partners do not all send at the same instant
-        with common.http_client(base_url=base_url, headers=headers, timeout=120) as http:
+        with common.HttpClient(base_url, headers=headers, timeout=120) as http:
             k = i
             while time.time() < t_end:
                 if interval:
@@ -249,7 +247,7 @@ def run_load(args, base_url: str, token: str, slug: str, patients: list[int], im
                     r = http.post(f"/api/v1/hospitals/{slug}/screenings/", content=content)
                     status, pk = r.status_code, (r.json().get("id") if r.status_code == 201 else None)
                     error = "" if status == 201 else f"{status} {r.text[:200]}"
-                except httpx.HTTPError as exc:
+                except common.HTTP_ERRORS as exc:
                     status, pk, error = None, None, repr(exc)
                 rec = {"sent": sent, "latency_ms": (time.perf_counter() - t0) * 1000, "status": status, "pk": pk,
                        "error": error}

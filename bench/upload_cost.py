@@ -70,7 +70,7 @@ def main():
 
     with scopes_disabled():
         hospital, partner, patients = pipeline.seed(len(images))
-    bodies = [pipeline.upload_body(patients[i], name, data) for i, (name, data) in enumerate(images)]
+    bodies = [b"".join(pipeline.upload_body(patients[i], name, data)) for i, (name, data) in enumerate(images)]
     url = f"/api/v1/hospitals/{hospital.slug}/screenings/"
     client = Client(HTTP_HOST="127.0.0.1")
     base_url = f"http://127.0.0.1:{args.port}"
@@ -115,7 +115,7 @@ def main():
 
         [gunicorn] = psutil.Process(web.pid).children()
         headers = {"Authorization": f"Bearer {token}", "Content-Type": pipeline.UPLOAD_CONTENT_TYPE}
-        with common.http_client(base_url=base_url, headers=headers, timeout=60) as http:
+        with common.HttpClient(base_url, headers=headers, timeout=60) as http:
             def over_http(i: int):
                 response = http.post(url, content=bodies[i % len(bodies)])
                 assert response.status_code == 201, response.text[:300]
