@@ -61,3 +61,22 @@ def test_mariadb_session_is_strict_when_in_use(db):
         sql_mode, charset = cursor.fetchone()
     assert "STRICT_TRANS_TABLES" in sql_mode
     assert charset == "utf8mb4"
+
+
+def test_a_redis_cache_url_gets_the_backend_that_keeps_one_client_per_pool():
+    result = manage("shell", "--no-imports", "-c", "from django.conf import settings; print(settings.CACHES['default']['BACKEND'])",
+                    env=PRODUCTION_ENV)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "config.cache.RedisCache"
+
+
+def test_the_redis_cache_reuses_its_client_per_pool_and_still_reads_from_replicas():
+    """No server is needed: redis-py connects on the first command, not when a client is made."""
+    from config.cache import RedisCache
+
+    cache = RedisCache("redis://127.0.0.1:6379/1,redis://127.0.0.1:6379/2", {})._cache
+    primary = cache.get_client(write=True)
+    assert cache.get_client(write=True) is primary
+    replica = cache.get_client()  # reads go to the other server
+    assert replica is not primary and cache.get_client() is replica
+    assert replica.connection_pool.connection_kwargs["db"] == 2

@@ -38,7 +38,16 @@ configure_database(DATABASES["default"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (login rate limits need a cache shared by every process) -----------------------
-CACHES = {"default": env.cache("CACHE_URL", default=f"filecache://{VAR_DIR / 'cache'}")}
+def redis_cache(caches: dict) -> dict:
+    """Django's Redis backend replaced by config.cache.RedisCache (the same, with one Redis
+    client per connection pool instead of one per cache call)."""
+    for params in caches.values():
+        if params.get("BACKEND") == "django.core.cache.backends.redis.RedisCache":
+            params["BACKEND"] = "config.cache.RedisCache"
+    return caches
+
+
+CACHES = redis_cache({"default": env.cache("CACHE_URL", default=f"filecache://{VAR_DIR / 'cache'}")})
 
 # --- Applications ---------------------------------------------------------------------------
 INSTALLED_APPS = [

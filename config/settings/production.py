@@ -5,13 +5,13 @@ Needs DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS, DATABASE_URL (mysql://...), CACHE
 """
 
 from .base import *  # noqa: F403
-from .base import DATABASES, configure_database, env
+from .base import DATABASES, configure_database, env, redis_cache
 
 DEBUG = False
 SECRET_KEY = env.str("DJANGO_SECRET_KEY")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
 DATABASES["default"] = configure_database(env.db("DATABASE_URL"))
-CACHES = {"default": env.cache("CACHE_URL")}
+CACHES = redis_cache({"default": env.cache("CACHE_URL")})
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL")
 
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
