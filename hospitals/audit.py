@@ -76,7 +76,9 @@ def audit_record(
     if client is not None:
         detail = {**(detail or {}), "client": client.pk, "client_name": client.name}
     chain = chain_name(hospital.pk if hospital else None)
-    with transaction.atomic(), scopes_disabled():
+    # Inside the caller's transaction, no savepoint of its own (two round trips saved): an
+    # entry that cannot be written fails the whole change, which is what an audit needs.
+    with transaction.atomic(savepoint=False), scopes_disabled():
         # Lock the head in the first statement; a chain's first entry creates it.
         heads = AuditChainHead.objects.select_for_update()
         try:

@@ -100,6 +100,11 @@ def scan_file_intact(*, scan: Scan) -> bool:
     return True
 
 
+# What the worker reads of a claimed screening, in the claiming query: the file, the
+# hospital whose scope stores the result and the patient the result belongs to.
+CLAIMED_WITH = ("scan", "hospital", "patient")
+
+
 def _holder() -> str:
     """Who holds a claim: this host and process, so a redelivery can tell whether the run
     it would replace is still going."""
@@ -132,10 +137,16 @@ def screening_claim(*, screening_id: int, task_id: str) -> Screening | None:
     id when the run that claimed it has ended (its worker died); while that run goes on
     (the broker handed the message out again after its visibility timeout) the redelivery
     does nothing. Anything else is someone else's or finished: None. Past the maximum
-    attempts the job fails instead of running again (a poison file)."""
+    attempts the job fails instead of running again (a poison file).
+
+    Most messages of a surge find their screening already taken by another delivery's
+    micro-batch: a plain read tells, without a locking transaction. (Only a re-enqueue,
+    which publishes a message of its own, makes such a screening claimable again.)"""
     now = timezone.now()
+    claimable = Q(status=ScreeningStatus.QUEUED) | Q(status=ScreeningStatus.RUNNING, task_id=task_id)
+    if not Screening.objects.filter(claimable, pk=screening_id).exists():
+        return None
     with transaction.atomic():
-        claimable = Q(status=ScreeningStatus.QUEUED) | Q(status=ScreeningStatus.RUNNING, task_id=task_id)
         screening = Screening.objects.select_for_update().filter(claimable, pk=screening_id).first()
         if screening is None:
             return None
@@ -151,8 +162,7 @@ def screening_claim(*, screening_id: int, task_id: str) -> Screening | None:
             status=ScreeningStatus.RUNNING, attempts=F("attempts") + 1, task_id=task_id, worker=_holder(),
             started_at=now,
         )
-    screening.refresh_from_db()
-    return screening
+    return Screening.objects.select_related(*CLAIMED_WITH).get(pk=screening.pk)
 
 
 def screening_claim_batch(*, task_id: str, exclude: int, limit: int) -> list[Screening]:
@@ -173,7 +183,7 @@ def screening_claim_batch(*, task_id: str, exclude: int, limit: int) -> list[Scr
             status=ScreeningStatus.RUNNING, attempts=F("attempts") + 1, task_id=task_id, worker=_holder(),
             started_at=timezone.now())
         return list(Screening.objects.filter(pk__in=ids, status=ScreeningStatus.RUNNING, task_id=task_id)
-                    .select_related("scan", "hospital").order_by("id"))
+                    .select_related(*CLAIMED_WITH).order_by("id"))
 
 
 def screening_release(*, task_id: str, keep: int) -> int:
@@ -224,7 +234,7 @@ def screening_store_result(*, screening: Screening, prediction: dict, overlay: b
         _finish(screening, ScreeningStatus.DONE)
         return existing
     result = AiResult(
-        hospital_id=screening.hospital_id, patient_id=screening.patient_id, screening=screening,
+        hospital_id=screening.hospital_id, patient=screening.patient, screening=screening,
         probabilities=prediction["probabilities"], label=prediction["label"],
         covid_probability=prediction["covid_probability"], covid_positive=prediction["covid_positive"],
         decision=prediction["decision"], threshold=prediction["threshold"], model_name=prediction["model_name"],

@@ -6,8 +6,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from django.test import TestCase
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_scopes import scope, scopes_disabled
 
@@ -82,6 +83,28 @@ def test_claim_is_taken_once_and_a_redelivery_of_the_same_task_reclaims(screenin
         assert (again.status, again.attempts) == (ScreeningStatus.RUNNING, 2)
         services.screening_finish(screening=again, status=ScreeningStatus.DONE)
         assert services.screening_claim(screening_id=screening.pk, task_id="a") is None
+
+
+def test_a_screening_another_delivery_took_is_refused_without_a_locking_transaction(screening, world):
+    """In a surge most messages find their screening in another delivery's micro-batch."""
+    with scope(hospital=world.hospital):
+        services.screening_claim(screening_id=screening.pk, task_id="a")
+        with CaptureQueriesContext(connection) as queries:
+            assert services.screening_claim(screening_id=screening.pk, task_id="b") is None
+    assert len(queries) == 1 and "FOR UPDATE" not in queries[0]["sql"]
+
+
+def test_storing_a_result_reads_nothing_the_claim_did_not_load(screening, world):
+    """The claim loads the scan, hospital and patient with the screening; the result's
+    write reads only whether it exists already and the webhook subscriptions."""
+    with scope(hospital=world.hospital):
+        claimed = services.screening_claim(screening_id=screening.pk, task_id="a")
+        with CaptureQueriesContext(connection) as queries:
+            services.screening_store_result(screening=claimed, prediction=prediction().to_dict(), overlay=None)
+    reads = [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("SELECT")]
+    assert not [sql for sql in reads if any(t in sql for t in ("patients_patient", "screening_scan", "hospitals_hospital"))]
+    # One savepoint: the result's block inside the test's transaction; the audit entry opens none of its own.
+    assert sum(q["sql"].startswith("SAVEPOINT") for q in queries) == 1
 
 
 def test_claim_past_the_attempt_limit_fails_the_screening(screening, settings, world):
