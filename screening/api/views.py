@@ -55,6 +55,10 @@ class ScreeningViewSet(AuditedListMixin, AuditedRetrieveMixin, HospitalGenericVi
                        "create": "scan.upload", "apply_suggestion": "patient.change_status"}
 
     def refine_queryset(self, queryset):
+        if getattr(self, "action", None) == "status":  # polled: the newest result's id is all it reads besides the row
+            return queryset.prefetch_related(Prefetch(
+                "results", queryset=AiResult.objects.only("id", "screening_id", "created_at"),
+                to_attr=PREFETCHED_RESULTS))
         return (queryset.select_related("scan").prefetch_related(
             Prefetch("results", queryset=AiResult.objects.order_by("-created_at"), to_attr=PREFETCHED_RESULTS),
             Prefetch("reviews", queryset=Review.objects.order_by("-reviewed_at", "-id"), to_attr=PREFETCHED_REVIEWS)))

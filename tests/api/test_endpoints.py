@@ -3,6 +3,8 @@
 import datetime
 
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django_scopes import scope, scopes_disabled
 
 from patients.models import Patient
@@ -136,6 +138,14 @@ class TestScreenings(APIEndpointTest):
         assert response.json()["status"] == "queued"
         status = self.api.get(response["Location"])
         assert status.status_code == 200 and status.json()["is_final"] is False
+
+    def test_status_names_the_newest_result_and_reads_only_what_it_shows(self):
+        with CaptureQueriesContext(connection) as queries:
+            status = self.api.get(self.detail_url(self.a.screening.pk) + "status/")
+        assert status.status_code == 200
+        assert status.json()["result"] == self.a.result.pk and status.json()["is_final"] is True
+        read = " ".join(q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("SELECT"))
+        assert "screening_review" not in read and "screening_scan" not in read and "probabilities" not in read
 
     def test_write_scope_without_upload_scope_cannot_upload(self, make_partner):
         _, api = make_partner(self.a.hospital, scopes=["read", "write"], name="No uploads")
