@@ -64,8 +64,8 @@ def test_mariadb_session_is_strict_when_in_use(db):
 
 
 def test_a_redis_cache_url_gets_the_backend_that_keeps_one_client_per_pool():
-    result = manage("shell", "--no-imports", "-c", "from django.conf import settings; print(settings.CACHES['default']['BACKEND'])",
-                    env=PRODUCTION_ENV)
+    show = "from django.conf import settings; print(settings.CACHES['default']['BACKEND'])"
+    result = manage("shell", "--no-imports", "-c", show, env=PRODUCTION_ENV)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "config.cache.RedisCache"
 

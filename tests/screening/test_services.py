@@ -102,7 +102,8 @@ def test_storing_a_result_reads_nothing_the_claim_did_not_load(screening, world)
         with CaptureQueriesContext(connection) as queries:
             services.screening_store_result(screening=claimed, prediction=prediction().to_dict(), overlay=None)
     reads = [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("SELECT")]
-    assert not [sql for sql in reads if any(t in sql for t in ("patients_patient", "screening_scan", "hospitals_hospital"))]
+    loaded = ("patients_patient", "screening_scan", "hospitals_hospital")
+    assert not [sql for sql in reads if any(table in sql for table in loaded)]
     # One savepoint: the result's block inside the test's transaction; the audit entry opens none of its own.
     assert sum(q["sql"].startswith("SAVEPOINT") for q in queries) == 1
 
