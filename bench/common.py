@@ -304,12 +304,12 @@ class HttpClient:
             self.close()
         if self._conn is None:
             self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        all_headers = {**self.headers, **(headers or {})}
+        all_headers, body = {**self.headers, **(headers or {})}, None
         if content is not None:
-            parts = content if isinstance(content, list) else [content]
-            all_headers["Content-Length"] = str(sum(len(p) for p in parts))
+            body = content if isinstance(content, list) else [content]
+            all_headers["Content-Length"] = str(sum(len(part) for part in body))
         try:
-            self._conn.request(method, path, body=parts if content is not None else None, headers=all_headers)
+            self._conn.request(method, path, body=body, headers=all_headers)
             reply = self._conn.getresponse()
             response = Response(reply.status, reply.headers, reply.read())
         except BaseException:

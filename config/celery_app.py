@@ -46,7 +46,7 @@ def bounded_broker_waits(sender, **kwargs):
 
 @task_prerun.connect
 @task_postrun.connect
-def close_old_database_connections(task=None, **kwargs):
+def close_old_database_connections(task, **kwargs):
     """Around every task, what Django does around every request: a connection older than
     CONN_MAX_AGE or broken by an error is closed; a kept one is pinged before its next query
     (CONN_HEALTH_CHECKS), so a database that restarted costs one reconnect, not a failed
