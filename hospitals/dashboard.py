@@ -206,7 +206,9 @@ def data_version(*, hospital: Hospital) -> tuple:
 
 def dashboard(*, hospital: Hospital) -> dict:
     """Everything the dashboard shows except the recent changes list, from the cache while
-    the hospital's data has not changed."""
+    the hospital's data has not changed. `figures_key` names this version of the figures:
+    the page caches the charts' tables rendered from them under it (tenant and language in
+    the key, like the figures)."""
     today = timezone.localdate()
     version = hashlib.sha256(repr(data_version(hospital=hospital)).encode()).hexdigest()[:20]
     key = f"dashboard:h{hospital.pk}:{today.isoformat()}:{get_language()}:{version}"
@@ -214,7 +216,7 @@ def dashboard(*, hospital: Hospital) -> dict:
     if figures is None:
         figures = _compute(hospital=hospital, today=today)
         cache.set(key, figures, CACHE_SECONDS)
-    return figures
+    return {**figures, "figures_key": key, "figures_seconds": CACHE_SECONDS}
 
 
 def _compute(*, hospital: Hospital, today: datetime.date) -> dict:

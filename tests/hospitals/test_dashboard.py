@@ -7,6 +7,8 @@ import datetime
 import json
 
 import pytest
+from django.core.cache import cache
+from django.core.cache.utils import make_template_fragment_key
 from django.test import override_settings
 from freezegun import freeze_time
 from django.urls import reverse
@@ -192,6 +194,29 @@ def test_page_shows_figures_with_table_fallbacks_and_no_inline_script(world_a, l
     assert 'id="agreement-rate">50&nbsp;%' in html
     assert "Screening aid, not a diagnosis." in html
     assert "A-MRN-7731" in html  # the recent changes name the patient
+
+
+def chart_data(html: str, name: str) -> dict:
+    return json.loads(html.split(f'<script id="{name}-data" type="application/json">', 1)[1].split("</script>", 1)[0])
+
+
+def test_rendered_charts_follow_the_figures_and_stay_each_hospitals_own(world_a, world_b, login):
+    """The charts and their tables are cached rendered, under the figures' version: a new
+    result shows on the next load, and another hospital never gets this one's fragment."""
+    client = login(world_a.clinician)
+    response = client.get(dashboard_url(world_a.hospital))
+    first = response.content.decode()
+    fragment = cache.get(make_template_fragment_key("dashboard_charts", [response.context["figures_key"]]))
+    assert fragment and chart_data(fragment, "screenings") == chart_data(first, "screenings")
+    covid = {s["key"]: s["counts"] for s in chart_data(first, "screenings")["series"]}["covid"]
+    with scope(hospital=world_a.hospital):
+        airesult_for(screening_for(world_a.others[1], actor=world_a.clinician, seed=11), covid=0.95)
+    after = client.get(dashboard_url(world_a.hospital)).content.decode()
+    assert {s["key"]: s["counts"] for s in chart_data(after, "screenings")["series"]}["covid"][-1] == covid[-1] + 1
+    assert f'<td class="num">{covid[-1] + 1}</td>' in after.split('id="screenings-table"', 1)[1].split("</table>")[0]
+    other = get_dashboard(world_b, login=login).content.decode()
+    assert chart_data(other, "trend") == get_dashboard(world_b, login=login).context["trend"]
+    assert chart_data(other, "screenings") != chart_data(after, "screenings")
 
 
 def test_new_hospital_has_empty_states(hospital_a, make_member, login):
