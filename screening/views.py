@@ -27,6 +27,7 @@ from patients.models import Patient, Status
 from . import selectors, services
 from .forms import UNREVIEWED, ApplyStatusForm, ReviewForm, ScanUploadForm, WorklistFilterForm
 from .models import AiLabel, AiResult, Scan, ScanFormat, Screening, ScreeningStatus
+from .validation import PNG_SIGNATURE, sniff_format
 
 WORKLIST_PAGE_SIZE = 25
 REVIEW_QUEUE_PAGE_SIZE = 25
@@ -450,7 +451,7 @@ def heatmap(request, hospital_slug, pk):
     scan_id = result.screening.scan_id
     handle = _open_or_404(result.heatmap)
     # JPEG; results stored before overlays were JPEG keep their PNG.
-    jpeg = handle.read(3) == b"\xff\xd8\xff"
+    jpeg = sniff_format(handle.read(len(PNG_SIGNATURE))) == "JPEG"
     handle.seek(0)
     response = _file_response(handle, filename=f"scan-{scan_id}-heatmap.{'jpg' if jpeg else 'png'}",
                               content_type="image/jpeg" if jpeg else "image/png")
