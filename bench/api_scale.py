@@ -301,21 +301,6 @@ def endpoints(cred: dict, rng: random.Random) -> dict[str, tuple[str, bool]]:
     }
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its children (the gunicorn workers)."""
-    import psutil
-
-    total = 0.0
-    root = psutil.Process(pid)
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            times = proc.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
-
-
 def measure(args, base_url: str, creds: list[dict], web_pid: int) -> dict:
     names = list(endpoints(creds[0], random.Random(0)))
     out = {}
@@ -350,12 +335,12 @@ def measure(args, base_url: str, creds: list[dict], web_pid: int) -> dict:
                                 errors.append(f"{r.status_code} {path}")
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
-        t0, cpu0 = time.perf_counter(), tree_cpu_seconds(web_pid)
+        t0, cpu0 = time.perf_counter(), common.cpu_seconds({"web": web_pid})["web"]
         for th in threads:
             th.start()
         for th in threads:
             th.join()
-        wall, cpu = time.perf_counter() - t0, tree_cpu_seconds(web_pid) - cpu0
+        wall, cpu = time.perf_counter() - t0, common.cpu_seconds({"web": web_pid})["web"] - cpu0
         out[name] = {"p50": common.percentile(latencies, 50), "p95": common.percentile(latencies, 95),
                      "db_p50": common.percentile(db_ms, 50), "n": len(latencies), "errors": len(errors),
                      "rps": len(latencies) / wall, "cpu_ms": cpu * 1000 / max(len(latencies), 1),

@@ -123,11 +123,12 @@ def main():
             for i in range(2):
                 over_http(i)
             # Another process's CPU time ticks in 10 ms steps (/proc): the mean over all uploads.
-            before = sum(gunicorn.cpu_times()[:2])
+            worker = {"gunicorn": gunicorn.pid}
+            before = common.cpu_seconds(worker)["gunicorn"]
             for i in range(args.uploads):
                 over_http(i)
             figures["upload through gunicorn (its worker's CPU, mean)"] = (
-                1000 * (sum(gunicorn.cpu_times()[:2]) - before) / args.uploads)
+                1000 * (common.cpu_seconds(worker)["gunicorn"] - before) / args.uploads)
 
     print(f"CPU per request, median of {args.uploads} (ms):")
     for name, value in figures.items():
