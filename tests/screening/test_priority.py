@@ -49,4 +49,3 @@ def test_a_worker_in_a_session_of_its_own_lowers_its_group():
 
 def test_a_worker_sharing_its_session_with_another_program_lowers_only_itself():
     assert run(SESSION, WORKER) == (7, 0)
-
