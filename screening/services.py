@@ -13,7 +13,7 @@ import socket
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.files.base import ContentFile
+from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
@@ -48,10 +48,12 @@ def _enqueue(screening: Screening) -> None:
         log.warning("could not enqueue screening %s; the sweeper will retry", screening.pk, exc_info=True)
 
 
-def scan_upload(*, patient: Patient, data: bytes, filename: str, actor: User, request=None) -> Screening:
+def scan_upload(*, patient: Patient, data: bytes, filename: str, actor: User, request=None,
+                uploaded: File | None = None) -> Screening:
     """Validate, store and queue one scan. A bad file raises ValidationError and nothing is
     stored: the file is written only after validation, and removed again if the database
-    write fails."""
+    write fails. `uploaded` is the request's file that holds `data`: one the upload already
+    wrote to a temporary file is moved into place rather than written a second time."""
     checked = validate_scan(data=data, filename=filename)
     decoded = checked.decoded.to_bytes()
     duplicate = Scan.objects.filter(patient=patient, sha256=checked.sha256).order_by("id").first()
@@ -63,7 +65,8 @@ def scan_upload(*, patient: Patient, data: bytes, filename: str, actor: User, re
         duplicate_of=duplicate, decoded_sha256=hashlib.sha256(decoded).hexdigest(),
     )
     try:
-        scan.file.save("scan", ContentFile(data), save=False)
+        moved = uploaded is not None and hasattr(uploaded, "temporary_file_path")
+        scan.file.save("scan", uploaded if moved else ContentFile(data), save=False)
         scan.preview.save("preview", ContentFile(checked.preview_png), save=False)
         scan.decoded.save("decoded", ContentFile(decoded), save=False)
         with transaction.atomic():

@@ -86,8 +86,8 @@ def _upload_one(request, patient: Patient, upload) -> dict:
     Each file is its own transaction: a bad one does not stop the others."""
     name = upload.name or "file"
     try:
-        screening = services.scan_upload(patient=patient, data=upload.read(), filename=name, actor=request.user,
-                                         request=request)
+        screening = services.scan_upload(patient=patient, data=upload.read(), uploaded=upload, filename=name,
+                                         actor=request.user, request=request)
     except ValidationError as exc:
         return {"filename": name, "ok": False, "error": " ".join(exc.messages)}
     scan = screening.scan

@@ -198,6 +198,9 @@ STORAGES = {
 MEDIA_ROOT = Path(env.str("DJANGO_MEDIA_ROOT", default=str(VAR_DIR / "media")))
 MEDIA_URL = None
 DATA_UPLOAD_MAX_NUMBER_FILES = 10
+# Where an upload over 2.5 MB is spooled while it arrives. On the filesystem of MEDIA_ROOT, a
+# scan is then moved into place instead of copied (the system's temporary folder when unset).
+FILE_UPLOAD_TEMP_DIR = env.str("DJANGO_FILE_UPLOAD_TEMP_DIR", default=None)
 
 # --- Celery ---------------------------------------------------------------------------------
 # The embedded default needs no broker server: kombu's filesystem transport under var/.

@@ -74,8 +74,8 @@ class ScreeningViewSet(AuditedListMixin, AuditedRetrieveMixin, HospitalGenericVi
         serializer.is_valid(raise_exception=True)
         upload, patient = serializer.validated_data["file"], serializer.validated_data["patient"]
         patient.hospital = request.hospital  # found in this hospital's scope: no second read of it
-        screening = services.scan_upload(patient=patient, data=upload.read(), filename=upload.name or "",
-                                         actor=request.user, request=request)
+        screening = services.scan_upload(patient=patient, data=upload.read(), uploaded=upload,
+                                         filename=upload.name or "", actor=request.user, request=request)
         # Just created: no result or review yet.
         setattr(screening, PREFETCHED_RESULTS, [])
         setattr(screening, PREFETCHED_REVIEWS, [])

@@ -1,6 +1,7 @@
 """Every API endpoint runs the checks of APIEndpointTest, plus its own."""
 
 import datetime
+import hashlib
 
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
@@ -146,6 +147,17 @@ class TestScreenings(APIEndpointTest):
         assert status.json()["result"] == self.a.result.pk and status.json()["is_final"] is True
         read = " ".join(q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("SELECT"))
         assert "screening_review" not in read and "screening_scan" not in read and "probabilities" not in read
+
+    def test_an_upload_spooled_to_disk_is_stored_as_sent(self, settings):
+        settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 0  # every file arrives in a temporary file
+        data = png_bytes(seed=4)
+        response = self.api.post(self.list_url(), {"patient": self.a.patient.pk,
+                                                   "file": SimpleUploadedFile("chest.png", data, "image/png")},
+                                 format="multipart")
+        assert response.status_code == 201
+        with scopes_disabled():
+            scan = Screening.objects.select_related("scan").get(pk=response.json()["id"]).scan
+        assert scan.file.read() == data and scan.sha256 == hashlib.sha256(data).hexdigest()
 
     def test_write_scope_without_upload_scope_cannot_upload(self, make_partner):
         _, api = make_partner(self.a.hospital, scopes=["read", "write"], name="No uploads")

@@ -2,10 +2,12 @@
 stand-in predictor (the real worker runs in test_pipeline_worker.py)."""
 
 import datetime
+import os
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from django.core.files.uploadedfile import TemporaryUploadedFile
 from django.db import OperationalError, connection
 from django.test import TestCase
 from django.test.utils import CaptureQueriesContext
@@ -72,6 +74,24 @@ def reload(screening):
 def test_upload_queues_a_screening_and_marks_it_enqueued(screening):
     assert screening.status == ScreeningStatus.QUEUED
     assert reload(screening).enqueued_at is not None
+
+
+def test_an_upload_spooled_to_a_temporary_file_is_moved_into_storage_not_written_again(db, world):
+    data = png_bytes()
+    uploaded = TemporaryUploadedFile("film.png", "image/png", len(data), None)
+    uploaded.write(data)
+    uploaded.flush()
+    spooled = os.stat(uploaded.temporary_file_path())
+    with scope(hospital=world.hospital):
+        scan = services.scan_upload(patient=world.patient, data=data, filename="film.png", actor=world.uploader,
+                                    uploaded=uploaded).scan
+    stored = os.stat(scan.file.path)
+    assert (stored.st_dev, stored.st_ino) == (spooled.st_dev, spooled.st_ino)
+    assert not os.path.exists(uploaded.temporary_file_path())
+    uploaded.close()  # the file it would remove is gone: no error
+    with open(scan.file.path, "rb") as fh:
+        assert fh.read() == data
+    assert services.scan_file_intact(scan=scan)
 
 
 def test_claim_is_taken_once_and_a_redelivery_of_the_same_task_reclaims(screening, world):
