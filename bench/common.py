@@ -43,6 +43,9 @@ def add_stack_arguments(parser: argparse.ArgumentParser, *, database: str, redis
     # two cores served 9 % more uploads than 2 x 4 threads, whose threads contend for the GIL.
     parser.add_argument("--web-workers", type=int, default=4, help="gunicorn worker processes (%(default)s)")
     parser.add_argument("--web-threads", type=int, default=1, help="threads per gunicorn worker (%(default)s)")
+    parser.add_argument("--web-worker-class", choices=("sync", "gthread"), default="sync",
+                        help="gunicorn worker class (%(default)s, as the production command; gthread when "
+                             "--web-threads > 1)")
 
 
 def stack_env(args, *, settings: str = "config.settings.production", media_root: str | None = None) -> dict:
@@ -132,7 +135,8 @@ class Stack:
         a = self.args
         proc = self._start("web", [
             str(VENV_BIN / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{a.port}",
-            "--workers", str(a.web_workers), "--threads", str(a.web_threads), "--worker-class", "gthread",
+            "--workers", str(a.web_workers), "--threads", str(a.web_threads),
+            "--worker-class", "gthread" if a.web_threads > 1 else a.web_worker_class,
             "--backlog", "2048", "--timeout", "120", "--log-level", "warning",
             # Longer than the clients keep idle connections (common.HttpClient), as behind a proxy.
             "--keep-alive", "30",

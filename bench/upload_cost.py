@@ -51,11 +51,10 @@ def cpu_ms(fn, n: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def main():
-    args = parse_args()
-    print(f"upload cost on {common.machine()}", flush=True)
+def measure(args, media_root: str) -> dict:
+    """The figures, in ms, by name."""
     images = pipeline.synthetic_pngs()
-    env = common.stack_env(args, media_root=tempfile.mkdtemp(prefix="bench-media-"))
+    env = common.stack_env(args, media_root=media_root)
     common.create_database(args, drop=True)
     common.configure(env)
     common.migrate(env)
@@ -129,7 +128,14 @@ def main():
                 over_http(i)
             figures["upload through gunicorn (its worker's CPU, mean)"] = (
                 1000 * (common.cpu_seconds(worker)["gunicorn"] - before) / args.uploads)
+    return figures
 
+
+def main():
+    args = parse_args()
+    print(f"upload cost on {common.machine()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-media-") as media_root:  # the stored scans go with it
+        figures = measure(args, media_root)
     print(f"CPU per request, median of {args.uploads} (ms):")
     for name, value in figures.items():
         print(f"  {name:50s} {value:6.1f}")

@@ -231,11 +231,8 @@ def screening_finish(*, screening: Screening, status: str, reason: str = "") -> 
 def screening_store_result(*, screening: Screening, prediction: dict, overlay: bytes | None) -> AiResult:
     """Store the model's answer and mark the job done, or cannot_assess when the quality
     gate refused the image. `overlay`: the heatmap drawn over the scan (JPEG; results stored
-    earlier hold a PNG). Idempotent: a second delivery finds the existing result."""
-    existing = AiResult.objects.filter(screening=screening, model_version=prediction["model_version"]).first()
-    if existing is not None:
-        _finish(screening, ScreeningStatus.DONE)
-        return existing
+    earlier hold a PNG). Idempotent: a second delivery's insert meets the unique (screening,
+    model version) and returns the result stored first."""
     result = AiResult(
         hospital_id=screening.hospital_id, patient=screening.patient, screening=screening,
         probabilities=prediction["probabilities"], label=prediction["label"],
@@ -258,6 +255,7 @@ def screening_store_result(*, screening: Screening, prediction: dict, overlay: b
     except IntegrityError:
         if result.heatmap:
             default_storage.delete(result.heatmap.name)
+        _finish(screening, ScreeningStatus.DONE)
         return AiResult.objects.get(screening=screening, model_version=prediction["model_version"])
     return result
 

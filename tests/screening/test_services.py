@@ -116,13 +116,13 @@ def test_a_screening_another_delivery_took_is_refused_without_a_locking_transact
 
 def test_storing_a_result_reads_nothing_the_claim_did_not_load(screening, world):
     """The claim loads the scan, hospital and patient with the screening; the result's
-    write reads only whether it exists already and the webhook subscriptions."""
+    write reads only the webhook subscriptions (a result stored twice meets the unique key)."""
     with scope(hospital=world.hospital):
         claimed = services.screening_claim(screening_id=screening.pk, task_id="a")
         with CaptureQueriesContext(connection) as queries:
             services.screening_store_result(screening=claimed, prediction=prediction().to_dict(), overlay=None)
     reads = [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("SELECT")]
-    loaded = ("patients_patient", "screening_scan", "hospitals_hospital")
+    loaded = ("patients_patient", "screening_scan", "hospitals_hospital", "screening_airesult")
     assert not [sql for sql in reads if any(table in sql for table in loaded)]
     # One savepoint: the result's block inside the test's transaction; the audit entry opens none of its own.
     assert sum(q["sql"].startswith("SAVEPOINT") for q in queries) == 1
