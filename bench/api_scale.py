@@ -476,7 +476,7 @@ def main():
         with scopes_disabled():
             sizes = [(h.slug, h.n) for h in largest]
         print(f"{args.clients} clients over the {len(largest)} largest hospitals ({sizes[0][1]} .. {sizes[-1][1]} "
-              f"patients each); gunicorn {args.web_workers} workers x {args.web_threads} threads; "
+              f"patients each); {common.web_description(args)}; "
               f"{args.requests} requests per endpoint", flush=True)
         for cred in creds:  # the patients' ids, for the requests' random choices
             endpoints(cred, random.Random(0))

@@ -115,6 +115,15 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> No
     raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
 
 
+def web_worker_class(args) -> str:
+    return "gthread" if args.web_threads > 1 else args.web_worker_class
+
+
+def web_description(args) -> str:
+    """The gunicorn of the stack in words, for the benchmarks' output."""
+    return f"gunicorn {args.web_workers} {web_worker_class(args)} workers x {args.web_threads} threads"
+
+
 class Stack:
     """gunicorn (and optionally one Celery worker) started in their own process groups,
     stopped on exit."""
@@ -136,7 +145,7 @@ class Stack:
         proc = self._start("web", [
             str(VENV_BIN / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{a.port}",
             "--workers", str(a.web_workers), "--threads", str(a.web_threads),
-            "--worker-class", "gthread" if a.web_threads > 1 else a.web_worker_class,
+            "--worker-class", web_worker_class(a),
             "--backlog", "2048", "--timeout", "120", "--log-level", "warning",
             # Longer than the clients keep idle connections (common.HttpClient), as behind a proxy.
             "--keep-alive", "30",

@@ -313,7 +313,7 @@ def main():
         if not warm or warm[0]["pk"] is None or warm[0]["pk"] not in watcher.final:
             print(stack.log_tail("web"), stack.log_tail("worker"), sep="\n")
             raise SystemExit(f"warm-up screening did not finish: {warm}")
-        print(f"stack up: gunicorn {args.web_workers} workers x {args.web_threads} threads, Celery worker "
+        print(f"stack up: {common.web_description(args)}, Celery worker "
               f"concurrency {args.worker_concurrency}; {args.clients} clients for {args.duration:.0f} s, "
               f"{f'paced at {args.rate:g} uploads/s' if args.rate else 'each waiting for its result'} ...",
               flush=True)
