@@ -147,7 +147,8 @@ class Stack:
             "--workers", str(a.web_workers), "--threads", str(a.web_threads),
             "--worker-class", web_worker_class(a),
             "--backlog", "2048", "--timeout", "120", "--log-level", "warning",
-            # Longer than the clients keep idle connections (common.HttpClient), as behind a proxy.
+            # gthread: longer than the clients keep idle connections (common.HttpClient), as behind
+            # a proxy. Sync workers close every connection after its response.
             "--keep-alive", "30",
         ])
         wait_for_port(a.port, proc)

@@ -52,8 +52,8 @@ def scan_upload(*, patient: Patient, data: bytes, filename: str, actor: User, re
                 uploaded: File | None = None) -> Screening:
     """Validate, store and queue one scan. A bad file raises ValidationError and nothing is
     stored: the file is written only after validation, and removed again if the database
-    write fails. `uploaded` is the request's file that holds `data`: one the upload already
-    wrote to a temporary file is moved into place rather than written a second time."""
+    write fails. `uploaded` is the request's file that holds `data`: the storage moves one
+    the upload already wrote to a temporary file into place rather than writing it again."""
     checked = validate_scan(data=data, filename=filename)
     decoded = checked.decoded.to_bytes()
     duplicate = Scan.objects.filter(patient=patient, sha256=checked.sha256).order_by("id").first()
@@ -65,8 +65,7 @@ def scan_upload(*, patient: Patient, data: bytes, filename: str, actor: User, re
         duplicate_of=duplicate, decoded_sha256=hashlib.sha256(decoded).hexdigest(),
     )
     try:
-        moved = uploaded is not None and hasattr(uploaded, "temporary_file_path")
-        scan.file.save("scan", uploaded if moved else ContentFile(data), save=False)
+        scan.file.save("scan", uploaded or ContentFile(data), save=False)
         scan.preview.save("preview", ContentFile(checked.preview_png), save=False)
         scan.decoded.save("decoded", ContentFile(decoded), save=False)
         with transaction.atomic():
