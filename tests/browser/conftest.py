@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import os
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +22,7 @@ from django.core.management import call_command
 
 from hospitals.models import Hospital
 from ml.card import default_model_dir
+from tests.factories import totp_code
 from tests.reliability.stack import REPO, Worker, point_publisher, worker_site
 
 PASSWORD = "browser-demo-password-7"
@@ -124,13 +124,12 @@ class Portal:
             with page.expect_navigation():
                 page.click('main button[type="submit"]')
         if "/2fa/totp/activate" in page.url:
-            from allauth.mfa.totp.internal.auth import format_hotp_value, hotp_value
-
             secret = page.input_value("#authenticator_secret")
-            page.fill('input[name="code"]', format_hotp_value(hotp_value(secret, int(time.time()) // 30)))
+            page.fill('input[name="code"]', totp_code(secret))
             with page.expect_navigation():
                 page.click('main button[type="submit"]')
-        assert "/accounts/login/" not in page.url and "/accounts/reauthenticate/" not in page.url, page.url
+        assert not any(step in page.url for step in ("/accounts/login/", "/accounts/reauthenticate/",
+                                                     "/2fa/totp/activate")), page.url
         return page
 
     def check(self, page, name: str) -> Counter:

@@ -1,13 +1,11 @@
 import itertools
-import time
 
-from allauth.mfa.totp.internal.auth import format_hotp_value, hotp_value
 from django.test import Client
 from django.urls import reverse
 
 from tests.api.conftest import make_partner  # noqa: F401  (fixture: a partner client with a token)
 
-from ..factories import PASSWORD
+from ..factories import PASSWORD, totp_code  # noqa: F401  (the security tests' import)
 from ..test_isolation import worlds  # noqa: F401  (fixture: hospitals A and B with every kind of object)
 
 _addresses = itertools.count(1)
@@ -22,7 +20,3 @@ def fresh_client() -> Client:
 
 def sign_in(client, email, password=PASSWORD):
     return client.post(reverse("account_login"), {"login": email, "password": password})
-
-
-def totp_code(secret: str, at: float | None = None) -> str:
-    return format_hotp_value(hotp_value(secret, int(at if at is not None else time.time()) // 30))
