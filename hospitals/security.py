@@ -3,7 +3,10 @@
 - `SessionTimeoutMiddleware`: a session ends after SESSION_IDLE_TIMEOUT_MINUTES without a
   request and SESSION_ABSOLUTE_TIMEOUT_HOURS after sign-in, whatever the activity
   (ASVS 3.3.2; HIPAA automatic logoff). The request then continues signed out, so each
-  view answers as it does for anyone signed out (sign-in page, 401).
+  view answers as it does for anyone signed out (sign-in page, 401). It also keeps the
+  user's list of sessions (allauth.usersessions: last seen, IP address, browser) up to date:
+  on the first request after a sign-in, then at most once a minute, where allauth's
+  middleware would write it on every request.
 - `MfaRequiredMiddleware`: hospital admins and platform staff (`is_staff`, superusers) need
   a session that passed a second factor (allauth.mfa TOTP or a recovery code). Until they
   have one, every page outside the account pages sends them to enrol (no authenticator
@@ -23,6 +26,8 @@ from allauth.mfa.models import Authenticator
 from allauth.mfa.signals import authenticator_added
 from allauth.mfa.totp.forms import ActivateTOTPForm
 from allauth.mfa.totp.internal.auth import TOTP
+from allauth.usersessions import app_settings as usersessions_settings
+from allauth.usersessions.models import UserSession
 from django.conf import settings
 from django.contrib.auth import logout
 from django.contrib.auth.signals import user_logged_in
@@ -38,6 +43,7 @@ from .models import Role
 
 SESSION_STARTED = "security_session_started"
 SESSION_LAST_SEEN = "security_session_last_seen"
+SESSION_ACTIVITY_RECORDED = "security_session_activity_recorded"
 # The last-seen time is written at most this often (one session write per minute at most).
 LAST_SEEN_RESOLUTION_SECONDS = 60
 
@@ -50,6 +56,7 @@ def _now() -> int:
 def start_session_clock(sender, request, user, **kwargs):
     if request is not None and hasattr(request, "session"):
         request.session[SESSION_STARTED] = request.session[SESSION_LAST_SEEN] = _now()
+        request.session.pop(SESSION_ACTIVITY_RECORDED, None)  # the next request records the new session
 
 
 def session_expired(session, now: int) -> bool:
@@ -73,6 +80,10 @@ class SessionTimeoutMiddleware:
                 session.setdefault(SESSION_STARTED, now)
                 if now - session.get(SESSION_LAST_SEEN, 0) >= LAST_SEEN_RESOLUTION_SECONDS:
                     session[SESSION_LAST_SEEN] = now
+                if (usersessions_settings.TRACK_ACTIVITY
+                        and now - session.get(SESSION_ACTIVITY_RECORDED, 0) >= LAST_SEEN_RESOLUTION_SECONDS):
+                    UserSession.objects.create_from_request(request)
+                    session[SESSION_ACTIVITY_RECORDED] = now
         return self.get_response(request)
 
 

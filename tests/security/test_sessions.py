@@ -12,6 +12,8 @@ from allauth.usersessions.models import UserSession
 from django.conf import settings
 from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from freezegun import freeze_time
@@ -81,6 +83,31 @@ def test_absolute_timeout_whatever_the_activity(world, figure):
         assert signed_in(client)
     figure("B3 absolute", "absolute timeout measured: 12 h (11 h 59 with activity: signed in; 12 h 01: signed out)",
            absolute_hours=12)
+
+
+def test_the_session_list_records_activity_once_a_minute(world):
+    """The user's list of sessions (last seen, IP address, browser) is written by the first
+    request after sign-in, then at most once a minute: pages in between write nothing."""
+    client = fresh_client()
+    url = reverse("patients:list", kwargs={"hospital_slug": "alpha"})
+    with freeze_time(START) as clock:
+        sign_in(client, world.clinician.email)
+        clock.tick(datetime.timedelta(seconds=2))
+        assert signed_in(client)
+        session = UserSession.objects.get(user=world.clinician)
+        assert session.last_seen_at == START + datetime.timedelta(seconds=2)
+        clock.tick(datetime.timedelta(seconds=30))
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(url).status_code == 200
+        assert not [q for q in queries.captured_queries if "usersessions_usersession" in q["sql"]]
+        session.refresh_from_db()
+        assert session.last_seen_at == START + datetime.timedelta(seconds=2)
+        clock.tick(datetime.timedelta(seconds=31))
+        client.defaults["HTTP_USER_AGENT"] = "Ward tablet"
+        assert signed_in(client)
+        session.refresh_from_db()
+        assert session.last_seen_at == START + datetime.timedelta(seconds=63)
+        assert session.user_agent == "Ward tablet"
 
 
 def test_timeouts_come_from_the_environment(settings):
