@@ -43,7 +43,7 @@ from .models import Role
 
 SESSION_STARTED = "security_session_started"
 SESSION_LAST_SEEN = "security_session_last_seen"
-SESSION_ACTIVITY_RECORDED = "security_session_activity_recorded"
+SESSION_LISTED = "security_session_listed"  # the session list has this session's activity
 # The last-seen time is written at most this often (one session write per minute at most).
 LAST_SEEN_RESOLUTION_SECONDS = 60
 
@@ -56,7 +56,7 @@ def _now() -> int:
 def start_session_clock(sender, request, user, **kwargs):
     if request is not None and hasattr(request, "session"):
         request.session[SESSION_STARTED] = request.session[SESSION_LAST_SEEN] = _now()
-        request.session.pop(SESSION_ACTIVITY_RECORDED, None)  # the next request records the new session
+        request.session.pop(SESSION_LISTED, None)  # the next request records the new session
 
 
 def session_expired(session, now: int) -> bool:
@@ -78,12 +78,10 @@ class SessionTimeoutMiddleware:
                 logout(request)
             else:
                 session.setdefault(SESSION_STARTED, now)
-                if now - session.get(SESSION_LAST_SEEN, 0) >= LAST_SEEN_RESOLUTION_SECONDS:
-                    session[SESSION_LAST_SEEN] = now
-                if (usersessions_settings.TRACK_ACTIVITY
-                        and now - session.get(SESSION_ACTIVITY_RECORDED, 0) >= LAST_SEEN_RESOLUTION_SECONDS):
-                    UserSession.objects.create_from_request(request)
-                    session[SESSION_ACTIVITY_RECORDED] = now
+                if not session.get(SESSION_LISTED) or now - session.get(SESSION_LAST_SEEN, 0) >= LAST_SEEN_RESOLUTION_SECONDS:
+                    session[SESSION_LAST_SEEN], session[SESSION_LISTED] = now, True
+                    if usersessions_settings.TRACK_ACTIVITY:
+                        UserSession.objects.create_from_request(request)
         return self.get_response(request)
 
 
