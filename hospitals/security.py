@@ -78,7 +78,8 @@ class SessionTimeoutMiddleware:
                 logout(request)
             else:
                 session.setdefault(SESSION_STARTED, now)
-                if not session.get(SESSION_LISTED) or now - session.get(SESSION_LAST_SEEN, 0) >= LAST_SEEN_RESOLUTION_SECONDS:
+                due = now - session.get(SESSION_LAST_SEEN, 0) >= LAST_SEEN_RESOLUTION_SECONDS
+                if due or not session.get(SESSION_LISTED):
                     session[SESSION_LAST_SEEN], session[SESSION_LISTED] = now, True
                     if usersessions_settings.TRACK_ACTIVITY:
                         UserSession.objects.create_from_request(request)

@@ -142,8 +142,8 @@ ACCOUNT_RATE_LIMITS = {
     "reset_password": "20/m/ip,5/m/key",
     "reset_password_from_key": "20/m/ip",
 }
-# Each session's last activity, IP and browser, written once a minute a session by
-# hospitals.security.SessionTimeoutMiddleware (in place of allauth's middleware).
+# Each session's last activity, IP and browser, written by the first request after sign-in and
+# then once a minute by hospitals.security.SessionTimeoutMiddleware (not allauth's middleware).
 USERSESSIONS_TRACK_ACTIVITY = True
 # Hospital admins and platform staff need a second factor (hospitals.security.MfaRequiredMiddleware).
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]

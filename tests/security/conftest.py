@@ -5,7 +5,7 @@ from django.urls import reverse
 
 from tests.api.conftest import make_partner  # noqa: F401  (fixture: a partner client with a token)
 
-from ..factories import PASSWORD, totp_code  # noqa: F401  (the security tests' import)
+from ..factories import PASSWORD
 from ..test_isolation import worlds  # noqa: F401  (fixture: hospitals A and B with every kind of object)
 
 _addresses = itertools.count(1)

@@ -16,8 +16,8 @@ from freezegun import freeze_time
 
 from hospitals.models import Role
 
-from ..factories import PASSWORD, UserFactory, add_screening, hospital_world
-from .conftest import fresh_client, sign_in, totp_code
+from ..factories import PASSWORD, UserFactory, add_screening, hospital_world, totp_code
+from .conftest import fresh_client, sign_in
 
 # allauth announces a new authenticator after the commit, which a test transaction never makes.
 pytestmark = pytest.mark.usefixtures("flushable_audit")
