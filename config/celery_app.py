@@ -2,6 +2,7 @@
 carries ids, the database is the source of truth."""
 
 import os
+from contextlib import suppress
 
 from celery import Celery
 from celery.signals import task_postrun, task_prerun
@@ -52,10 +53,29 @@ def close_old_database_connections(task, **kwargs):
     (CONN_HEALTH_CHECKS), so a database that restarted costs one reconnect, not a failed
     task. Celery's own fixup would close it after every task instead (CELERY_DB_REUSE_MAX
     in the settings turns that off): a reconnect per screening."""
-    from django.db import close_old_connections
+    from django.db import close_old_connections, connections
 
-    if not getattr(task.request, "is_eager", False):  # an eager task runs inside its caller's transaction
-        close_old_connections()
+    if getattr(task.request, "is_eager", False):  # an eager task runs inside its caller's transaction
+        return
+    for connection in connections.all(initialized_only=True):
+        drop_if_left_in_a_transaction(connection)
+    close_old_connections()
+
+
+def drop_if_left_in_a_transaction(connection):
+    """No task starts or ends inside a transaction, so a connection that believes it is in one
+    was left there by a fault: a server lost in the middle of an atomic block leaves the wrapper
+    closed "in a transaction" (Django keeps it so that the block's exit can clean up), and every
+    later query of this process would fail with TransactionManagementError. Forget that state
+    and close it; the next query connects afresh, as Django's connect() resets the same flags."""
+    from django.db import DatabaseError
+
+    if not (connection.in_atomic_block or connection.closed_in_transaction or connection.needs_rollback):
+        return
+    connection.in_atomic_block = connection.closed_in_transaction = connection.needs_rollback = False
+    connection.savepoint_ids, connection.atomic_blocks = [], []
+    with suppress(DatabaseError):  # a server already gone: the wrapper lets go of it all the same
+        connection.close()
 
 
 app.autodiscover_tasks()
