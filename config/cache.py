@@ -26,3 +26,14 @@ class RedisCache(django_redis.RedisCache):
     def __init__(self, server, params):
         super().__init__(server, params)
         self._class = RedisCacheClient
+
+    def incr_and_get(self, key, timeout: int, other) -> tuple[int, int]:
+        """Add one to the integer at `key` (0 when missing), give it `timeout` seconds, and
+        read the integer at `other` (0 when missing): one round trip (API throttles)."""
+        key, other = self.make_and_validate_key(key), self.make_and_validate_key(other)
+        pipe = self._cache.get_client(key, write=True).pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, timeout)
+        pipe.get(other)
+        count, _, value = pipe.execute()
+        return count, int(value or 0)

@@ -3,13 +3,18 @@ and the OpenAPI schema (validated, with the three scopes)."""
 
 import subprocess
 import sys
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import pytest
 import yaml
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.conf import settings as django_settings
+from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
+from hospitals.api.throttling import CredentialRateThrottle
 from hospitals.models import Role
 from tests.factories import PatientFactory, png_bytes
 
@@ -95,3 +100,50 @@ def test_docs_pages_use_local_assets(client):
         assert "cdn.jsdelivr" not in html and "unpkg.com" not in html
         assert "/static/drf_spectacular_sidecar/" in html
     assert client.get("/api/v1/schema/").status_code == 200
+
+
+def credential_request(client_pk: int):
+    """What CredentialRateThrottle reads of a request: the partner client it authenticated."""
+    return SimpleNamespace(partner_client=SimpleNamespace(pk=client_pk))
+
+
+def test_concurrent_requests_of_a_client_are_each_counted(settings, low_rates, monkeypatch):
+    """Twelve web threads at once, three requests each, against the cache every web node shares
+    (Redis where it runs): exactly the rate passes, none is lost to a concurrent write."""
+    settings.API_THROTTLE_CACHE = "default"
+    low_rates(credential="10/min")
+    monkeypatch.setattr(CredentialRateThrottle, "timer", staticmethod(lambda: 1_800_000_030.0))
+    request = credential_request(uuid.uuid4().int % 10**9)
+    start = threading.Barrier(12)
+
+    def attempts():
+        start.wait()
+        return [CredentialRateThrottle().allow_request(request, None) for _ in range(3)]
+
+    with ThreadPoolExecutor(12) as pool:
+        allowed = [ok for result in pool.map(lambda _: attempts(), range(12)) for ok in result]
+    assert allowed.count(True) == 10
+
+
+def test_the_rate_window_slides(low_rates, monkeypatch):
+    """10/min: ten requests half-way through a minute fill it; a quarter into the next minute
+    the previous one still weighs 7.5 requests, so two more fit, and Retry-After says when
+    the third will."""
+    low_rates(credential="10/min")
+    now = [1_800_000_030.0]  # 30 s into a window
+    monkeypatch.setattr(CredentialRateThrottle, "timer", staticmethod(lambda: now[0]))
+    request = credential_request(1)
+
+    def attempt():
+        throttle = CredentialRateThrottle()
+        return throttle.allow_request(request, None), throttle
+
+    assert all(attempt()[0] for _ in range(10))
+    ok, throttle = attempt()
+    assert not ok and throttle.wait() == 30
+    now[0] += 45  # 15 s into the next window
+    assert [attempt()[0] for _ in range(2)] == [True, True]
+    ok, throttle = attempt()
+    assert not ok and throttle.wait() == 3  # at 18 s the previous window weighs 7
+    now[0] += 3
+    assert attempt()[0] and not attempt()[0]
