@@ -262,7 +262,8 @@ def run(seconds: int, users: int, workdir: Path) -> dict:
     outcomes = {status: sum(1 for s, _, _ in rows if s == status) for status in {s for s, _, _ in rows}}
     abuse = json.loads((workdir / "abuse.json").read_text()) if (workdir / "abuse.json").exists() else {}
     normal_a, normal_b = aggregate(baseline, abuse=False), aggregate(abused, abuse=False)
-    # DRF's window: at most `rate` answers in any 60 s, so over the phase at most this many 200s
+    # The rate limiter lets a new client spend its `rate` at once, then at most `rate` a minute
+    # (hospitals/api/throttling.py), so over the phase at most this many 200s
     allowed = int(CLIENT_RATE.split("/")[0]) * (1 + (seconds - seconds // 2) / 60)
     return {
         "database": "MariaDB" if use_mariadb else "SQLite", "users": users, "seconds": seconds,

@@ -8,7 +8,12 @@ in the cache) plus those of the previous window, weighted by the share of it tha
 within the last `duration` seconds. Every web process and node counts into the same integer,
 so concurrent requests cannot overwrite each other's counts (DRF's SimpleRateThrottle reads a
 list of timestamps and writes it back), and the cost of a request does not grow with the rate:
-with the Redis cache it is one round trip (config.cache.RedisCache.incr_and_get)."""
+with the Redis cache it is one round trip (config.cache.RedisCache.incr_and_get).
+
+The weighting assumes that the previous window's requests were spread evenly: no fixed
+window ever admits more than the rate, but a client that spends its allowance at the very
+end of one window and again early in the next can get up to twice the rate within one
+span of `duration` seconds (a sliding log, as DRF keeps, never allows that)."""
 
 import math
 
