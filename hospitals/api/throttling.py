@@ -39,9 +39,10 @@ class _WindowRateThrottle(SimpleRateThrottle):
         if key is None:
             return True
         now = self.timer()
-        window, self.elapsed = divmod(now, self.duration)
-        current = f"{key}:{int(window)}"
-        self.count, self.previous = self._add_one(current, f"{key}:{int(window) - 1}")
+        window = int(now // self.duration)
+        self.elapsed = now - window * self.duration
+        current = f"{key}:{window}"
+        self.count, self.previous = self._add_one(current, f"{key}:{window - 1}")
         if self.previous * (self.duration - self.elapsed) / self.duration + self.count <= self.num_requests:
             return True
         self.cache.decr(current)  # a refused request is not counted
