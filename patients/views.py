@@ -31,11 +31,23 @@ def _patient_or_404(request, pk: int) -> Patient:
 
 
 class CountedPaginator(Paginator):
-    """A Paginator given its count (counted by a cheaper query than COUNT of the list)."""
+    """A Paginator given its count (counted by a cheaper query than COUNT of the list).
 
-    def __init__(self, object_list, per_page, *, count: int):
+    `by_ids`: a page is read in two steps, its ids first, then those rows by primary key.
+    For a search: the ids come from the list's index alone, which holds the names and the
+    MRN the search tests, where a query for whole rows reads every row of the hospital."""
+
+    def __init__(self, object_list, per_page, *, count: int, by_ids: bool = False):
         super().__init__(object_list, per_page)
         self.count = count
+        self.by_ids = by_ids
+
+    def _get_page(self, object_list, *args, **kwargs):
+        if self.by_ids:
+            ids = list(object_list.values_list("pk", flat=True))
+            rows = {row.pk: row for row in self.object_list.filter(pk__in=ids)}
+            object_list = [rows[pk] for pk in ids if pk in rows]
+        return super()._get_page(object_list, *args, **kwargs)
 
 
 QUICK_FILTERS = [  # (label, query parameters)
@@ -55,7 +67,7 @@ def patient_list(request, hospital_slug):
     awaiting_review = form.cleaned_data.get("awaiting_review", False)
     filters = {"hospital": request.hospital, "query": query, "status": status, "awaiting_review": awaiting_review}
     paginator = CountedPaginator(selectors.patient_list(**filters), PAGE_SIZE,
-                                 count=selectors.patient_list_count(**filters))
+                                 count=selectors.patient_list_count(**filters), by_ids=bool(query))
     page = paginator.get_page(request.GET.get("page"))
     # One audit entry per page shown, naming every patient on it.
     selectors.patient_audit_read(request=request, patients=page.object_list, action="list")

@@ -126,6 +126,29 @@ def test_list_search_by_name_and_mrn(hospital_a, many_patients, make_member, log
     assert b"No patients match" in none.content
 
 
+def test_search_pages_keep_the_lists_order_and_read_only_their_rows(hospital_a, many_patients, make_member,
+                                                                    login):
+    """A search's page is read as its ids, then those rows by primary key: the pages hold
+    what the list holds, in its order, each row with its review flag."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from patients import selectors
+
+    with scopes_disabled():
+        PatientFactory(hospital=hospital_a, mrn="Z-1", given_name="Aaron", family_name="Zed")  # sorts first
+        expected = list(selectors.patient_list(hospital=hospital_a, query="zed").values_list("pk", flat=True))
+    client = login(make_member(hospital_a, Role.VIEWER))
+    with CaptureQueriesContext(connection) as queries:
+        first = client.get(url("list", hospital_a), {"q": "zed"})
+    rows = [q["sql"] for q in queries.captured_queries if "given_name" in q["sql"].split(" FROM ")[0]]
+    assert len(rows) == 1 and " IN (" in rows[0], rows  # the page's rows, by primary key
+    second = client.get(url("list", hospital_a), {"q": "zed", "page": 2})
+    listed = [p.pk for p in first.context["page"]] + [p.pk for p in second.context["page"]]
+    assert len(listed) == 31 and listed == expected
+    assert all(hasattr(p, "awaiting_review") for p in first.context["page"])
+
+
 def test_list_filter_by_status_keeps_filter_in_page_links(hospital_a, many_patients, make_member, login):
     client = login(make_member(hospital_a, Role.VIEWER))
     response = client.get(url("list", hospital_a), {"status": "infected"})
