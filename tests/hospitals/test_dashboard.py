@@ -201,13 +201,16 @@ def chart_data(html: str, name: str) -> dict:
 
 
 def test_rendered_charts_follow_the_figures_and_stay_each_hospitals_own(world_a, world_b, login):
-    """The charts and their tables are cached rendered, under the figures' version: a new
-    result shows on the next load, and another hospital never gets this one's fragment."""
+    """The status counts, charts and their tables are cached rendered, under the figures'
+    version: a new result shows on the next load, and another hospital never gets this
+    one's fragment."""
     client = login(world_a.clinician)
     response = client.get(dashboard_url(world_a.hospital))
     first = response.content.decode()
-    fragment = cache.get(make_template_fragment_key("dashboard_charts", [response.context["figures_key"]]))
+    key = make_template_fragment_key("dashboard_figures", [response.context["figures_key"], world_a.hospital.slug])
+    fragment = cache.get(key)
     assert fragment and chart_data(fragment, "screenings") == chart_data(first, "screenings")
+    assert 'id="status-counts"' in fragment
     covid = {s["key"]: s["counts"] for s in chart_data(first, "screenings")["series"]}["covid"]
     with scope(hospital=world_a.hospital):
         airesult_for(screening_for(world_a.others[1], actor=world_a.clinician, seed=11), covid=0.95)
@@ -260,19 +263,35 @@ def test_figures_are_cached_until_the_hospital_data_changes(world_a, login, djan
     def counts(context):
         return {f.status: f.count for f in context["status_figures"]}
 
+    def shown(html, status):  # the count on the page, rendered from the cache when it can be
+        return int(html.split(f'data-status="{status}"', 1)[1].split("data-count>", 1)[1].split("<", 1)[0])
+
+    def reviewed(html):  # the agreement sentence and the review turnaround's count of screenings
+        sentence = html.split('id="agreement-rate"', 1)[1].split("reviewed screenings", 1)[0].rsplit(">", 1)[1]
+        row = html.split('id="turnaround-table"', 1)[1].split("</table>", 1)[0].split("<tr>")[-1]
+        return sentence.strip(), int(row.rsplit('<td class="num">', 1)[1].split("<", 1)[0])
+
+    page = client.get(url).content.decode()
+    assert shown(page, Status.CARRIER) == counts(before)[Status.CARRIER]
+    assert reviewed(page) == ("1 of 2", 2)
     _p1, p2, p3 = world_a.others
     with scope(hospital=world_a.hospital):
         change(p2, Status.CARRIER, 0, world_a.clinician)
-    after = client.get(url).context
+    response = client.get(url)
+    after, page = response.context, response.content.decode()
     assert counts(after)[Status.CARRIER] == counts(before)[Status.CARRIER] + 1
     assert counts(after)[Status.INFECTED] == counts(before)[Status.INFECTED] - 1
+    assert shown(page, Status.CARRIER) == counts(after)[Status.CARRIER]
+    assert shown(page, Status.INFECTED) == counts(after)[Status.INFECTED]
     with scope(hospital=world_a.hospital):
         result = airesult_for(screening_for(p3, actor=world_a.clinician, seed=9), covid=0.3)
     assert client.get(url).context["pending"]["count"] == before["pending"]["count"] + 1
     with scope(hospital=world_a.hospital):
-        review_create(result=result, decision="confirm", clinical_label="pneumonia", radiological_signs=True,
+        review_create(result=result, decision="confirm", clinical_label=result.label, radiological_signs=True,
                       reason="r", actor=world_a.clinician)
-    assert client.get(url).context["pending"]["count"] == before["pending"]["count"]
+    response = client.get(url)
+    assert response.context["pending"]["count"] == before["pending"]["count"]
+    assert reviewed(response.content.decode()) == ("2 of 3", 3)
 
 
 @pytest.mark.parametrize("seconds,text", [(None, "—"), (42, "42 s"), (185, "3 min"), (7500, "2 h 05 min"),
