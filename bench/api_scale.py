@@ -14,8 +14,9 @@ with `--clients` concurrent clients, each bound to one of the largest hospitals:
 * the FHIR Patient search (`_lastUpdated`); the dashboard page (a logged-in session).
 
 For each: p50/p95 latency, the time spent in the database (p50), the CPU time of the
-gunicorn workers per request (user + system over the run, divided by the requests),
-errors and database queries per request (a counting middleware, bench/settings.py);
+gunicorn workers per request (user + system over the run, divided by the requests) and
+the part of it the garbage collector took (a mean), errors and database queries per
+request (a counting middleware, bench/settings.py);
 first with one client at a time (the service time), then with the concurrent clients.
 `--explain` prints MariaDB's EXPLAIN of every query that the API's and the portal's
 filters and orderings run, and flags full scans of the big tables. Needs MariaDB and Redis (see README "Performance")."""
@@ -305,7 +306,7 @@ def measure(args, base_url: str, creds: list[dict], web_pid: int) -> dict:
     names = list(endpoints(creds[0], random.Random(0)))
     out = {}
     for name in names:
-        latencies, queries, db_ms, errors = [], [], [], []
+        latencies, queries, db_ms, gc_ms, errors = [], [], [], [], []
         lock = threading.Lock()
         per_client = max(1, args.requests // args.clients)
 
@@ -331,6 +332,7 @@ def measure(args, base_url: str, creds: list[dict], web_pid: int) -> dict:
                         if r is not None:
                             queries.append(int(r.headers.get("X-Bench-Queries", -1)))
                             db_ms.append(float(r.headers.get("X-Bench-DB-ms", "nan")))
+                            gc_ms.append(float(r.headers.get("X-Bench-GC-ms", "nan")))
                             if not ok:
                                 errors.append(f"{r.status_code} {path}")
 
@@ -342,12 +344,13 @@ def measure(args, base_url: str, creds: list[dict], web_pid: int) -> dict:
             th.join()
         wall, cpu = time.perf_counter() - t0, common.cpu_seconds({"web": web_pid})["web"] - cpu0
         out[name] = {"p50": common.percentile(latencies, 50), "p95": common.percentile(latencies, 95),
-                     "db_p50": common.percentile(db_ms, 50), "n": len(latencies), "errors": len(errors),
+                     "db_p50": common.percentile(db_ms, 50), "gc_ms": sum(gc_ms) / max(len(gc_ms), 1),
+                     "n": len(latencies), "errors": len(errors),
                      "rps": len(latencies) / wall, "cpu_ms": cpu * 1000 / max(len(latencies), 1),
                      "queries": sorted(set(queries)), "first_error": errors[0] if errors else ""}
         r = out[name]
         print(f"  {name:28s} p50 {r['p50']:7.1f} ms  p95 {r['p95']:7.1f} ms  (database p50 {r['db_p50']:6.1f} ms)  "
-              f"{r['rps']:6.1f} req/s  web CPU {r['cpu_ms']:5.1f} ms/request  "
+              f"{r['rps']:6.1f} req/s  web CPU {r['cpu_ms']:5.1f} ms/request (GC {r['gc_ms']:4.2f})  "
               f"queries/request {','.join(map(str, r['queries']))}  errors {r['errors']}"
               + (f" ({r['first_error']})" if r["errors"] else ""), flush=True)
     return out

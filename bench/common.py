@@ -368,15 +368,28 @@ def machine() -> str:
 
 class QueryCountMiddleware:
     """Benchmarks only (bench/settings.py): the number of database queries of the request
-    and the milliseconds spent in them, in `X-Bench-Queries` and `X-Bench-DB-ms` headers."""
+    and the milliseconds spent in them, in `X-Bench-Queries` and `X-Bench-DB-ms` headers,
+    and the CPU milliseconds of the garbage collector's runs during it in `X-Bench-GC-ms`
+    (exact with one request at a time per process: gunicorn's sync workers)."""
 
     def __init__(self, get_response):
+        import gc
+
         self.get_response = get_response
+        self.gc_seconds, started = [0.0], [0.0]
+
+        def gc_timer(phase, info):
+            if phase == "start":
+                started[0] = time.thread_time()
+            else:
+                self.gc_seconds[0] += time.thread_time() - started[0]
+
+        gc.callbacks.append(gc_timer)
 
     def __call__(self, request):
         from django.db import connection
 
-        count, seconds = [0], [0.0]
+        count, seconds, gc_before = [0], [0.0], self.gc_seconds[0]
 
         def counter(execute, sql, params, many, context):
             count[0] += 1
@@ -390,4 +403,5 @@ class QueryCountMiddleware:
             response = self.get_response(request)
         response["X-Bench-Queries"] = str(count[0])
         response["X-Bench-DB-ms"] = f"{seconds[0] * 1000:.1f}"
+        response["X-Bench-GC-ms"] = f"{(self.gc_seconds[0] - gc_before) * 1000:.3f}"
         return response

@@ -1,6 +1,16 @@
+import gc
 import os
 
 from django.core.wsgi import get_wsgi_application
+from django.urls import resolve
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 application = get_wsgi_application()
+
+# Django, the apps, the URL patterns and the views they import live as long as the process:
+# loaded now and frozen, the cyclic garbage collector no longer walks them in every full
+# collection; and it runs a tenth as often (reference counting frees what a request leaves).
+# Its CPU per API request about halves (README "Performance").
+resolve("/")  # imports the URL patterns, and with them every view
+gc.freeze()
+gc.set_threshold(7000, 10, 10)
