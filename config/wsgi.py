@@ -1,8 +1,9 @@
 import gc
 import os
+from importlib import import_module
 
+from django.conf import settings
 from django.core.wsgi import get_wsgi_application
-from django.urls import resolve
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 application = get_wsgi_application()
@@ -11,6 +12,6 @@ application = get_wsgi_application()
 # loaded now and frozen, the cyclic garbage collector no longer walks them in every full
 # collection; and it runs a tenth as often (reference counting frees what a request leaves).
 # Its CPU per API request about halves (README "Performance").
-resolve("/")  # imports the URL patterns, and with them every view
+import_module(settings.ROOT_URLCONF)  # the URL patterns, and with them every view
 gc.freeze()
 gc.set_threshold(7000, 10, 10)
