@@ -376,20 +376,19 @@ class QueryCountMiddleware:
         import gc
 
         self.get_response = get_response
-        self.gc_seconds, started = [0.0], [0.0]
+        self.gc_seconds, self._gc_started = 0.0, 0.0
+        gc.callbacks.append(self._time_gc)
 
-        def gc_timer(phase, info):
-            if phase == "start":
-                started[0] = time.thread_time()
-            else:
-                self.gc_seconds[0] += time.thread_time() - started[0]
-
-        gc.callbacks.append(gc_timer)
+    def _time_gc(self, phase, info):
+        if phase == "start":
+            self._gc_started = time.thread_time()
+        else:
+            self.gc_seconds += time.thread_time() - self._gc_started
 
     def __call__(self, request):
         from django.db import connection
 
-        count, seconds, gc_before = [0], [0.0], self.gc_seconds[0]
+        count, seconds, gc_before = [0], [0.0], self.gc_seconds
 
         def counter(execute, sql, params, many, context):
             count[0] += 1
@@ -403,5 +402,5 @@ class QueryCountMiddleware:
             response = self.get_response(request)
         response["X-Bench-Queries"] = str(count[0])
         response["X-Bench-DB-ms"] = f"{seconds[0] * 1000:.1f}"
-        response["X-Bench-GC-ms"] = f"{(self.gc_seconds[0] - gc_before) * 1000:.3f}"
+        response["X-Bench-GC-ms"] = f"{(self.gc_seconds - gc_before) * 1000:.3f}"
         return response
