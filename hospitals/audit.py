@@ -5,13 +5,14 @@ without a hospital, such as logins, go to `platform`). An entry's hash covers it
 and the previous hash; the chain head row is locked while appending, so concurrent
 writers of one chain queue up instead of forking it."""
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
@@ -76,20 +77,25 @@ def audit_record(
     if client is not None:
         detail = {**(detail or {}), "client": client.pk, "client_name": client.name}
     chain = chain_name(hospital.pk if hospital else None)
+    db = router.db_for_write(AuditEvent)
+    connection = connections[db]
+    sql = _statements(db)
     # Inside the caller's transaction, no savepoint of its own (two round trips saved): an
     # entry that cannot be written fails the whole change, which is what an audit needs.
-    with transaction.atomic(savepoint=False), scopes_disabled():
+    with transaction.atomic(using=db, savepoint=False), connection.cursor() as cursor:
         # Lock the head in the first statement; a chain's first entry creates it.
-        heads = AuditChainHead.objects.select_for_update()
-        try:
-            head = heads.get(chain=chain)
-        except AuditChainHead.DoesNotExist:
-            AuditChainHead.objects.get_or_create(chain=chain, defaults={"hash": GENESIS})
-            head = heads.get(chain=chain)
+        cursor.execute(sql.lock_head, [chain])
+        head = cursor.fetchone()
+        if head is None:
+            with scopes_disabled():
+                AuditChainHead.objects.using(db).get_or_create(chain=chain, defaults={"hash": GENESIS})
+            cursor.execute(sql.lock_head, [chain])
+            head = cursor.fetchone()
+        head_id, seq, prev_hash = head
         event = AuditEvent(
             hospital=hospital,
             chain=chain,
-            seq=head.seq + 1,
+            seq=seq + 1,
             at=timezone.now(),
             actor=actor,
             actor_email=actor.email if actor else "",
@@ -99,12 +105,41 @@ def audit_record(
             detail=detail or {},
             ip=client_ip(request),
             user_agent=(request.META.get("HTTP_USER_AGENT", "")[:300] if request is not None else ""),
-            prev_hash=head.hash,
+            prev_hash=prev_hash,
         )
         event.hash = compute_hash(event)
-        event.save()
-        AuditChainHead.objects.filter(pk=head.pk).update(seq=event.seq, hash=event.hash)
+        cursor.execute(sql.insert, [f.get_db_prep_save(getattr(event, f.attname), connection) for f in sql.fields])
+        event.pk = connection.ops.last_insert_id(cursor, AuditEvent._meta.db_table, AuditEvent._meta.pk.column)
+        event._state.adding, event._state.db = False, db
+        cursor.execute(sql.update_head, [event.seq, event.hash, head_id])
     return event
+
+
+@dataclass(frozen=True)
+class _Statements:
+    lock_head: str
+    insert: str
+    update_head: str
+    fields: tuple
+
+
+@functools.cache
+def _statements(db: str) -> _Statements:
+    """The three statements of an append, written once per process: built by the ORM they
+    cost more CPU than the rest of a read request's audit. The values are prepared by the
+    model's own fields (`get_db_prep_save`), as `Model.save()` would store them."""
+    connection = connections[db]
+    q = connection.ops.quote_name
+    head, events = AuditChainHead._meta, AuditEvent._meta
+    fields = tuple(f for f in events.concrete_fields if not f.primary_key)
+    return _Statements(
+        lock_head=(f"SELECT {q(head.pk.column)}, {q('seq')}, {q('hash')} FROM {q(head.db_table)} "
+                   f"WHERE {q('chain')} = %s" + (" FOR UPDATE" if connection.features.has_select_for_update else "")),
+        insert=(f"INSERT INTO {q(events.db_table)} ({', '.join(q(f.column) for f in fields)}) "
+                f"VALUES ({', '.join(['%s'] * len(fields))})"),
+        update_head=f"UPDATE {q(head.db_table)} SET {q('seq')} = %s, {q('hash')} = %s WHERE {q(head.pk.column)} = %s",
+        fields=fields,
+    )
 
 
 @dataclass

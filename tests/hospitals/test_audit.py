@@ -9,10 +9,11 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django_scopes import scope, scopes_disabled
 
-from hospitals.audit import audit_record, chain_name
+from hospitals.audit import audit_record, chain_name, compute_hash
 from hospitals.models import AuditChainHead, AuditEvent
 from patients import services
 
@@ -101,6 +102,38 @@ def test_entries_of_one_hospital_form_one_gapless_chain(hospital_a, hospital_b):
         assert {e.chain for e in chain} == {chain_name(hospital.pk)}
         assert [e.seq for e in chain] == list(range(1, len(chain) + 1))
         assert all(e.prev_hash == p.hash for p, e in zip(chain, chain[1:]))
+
+
+def test_an_entry_is_stored_as_the_model_holds_it_in_three_statements(hospital_a, rf):
+    """The append writes its statements itself (no ORM compilation per entry): what it
+    stores must read back through the model field for field, keep its hash, and move the
+    chain head; a chain's first entry creates the head."""
+    actor = UserFactory(email="auditor@example.org")
+    request = rf.get("/", HTTP_USER_AGENT="Ünïcode agent/1.0", REMOTE_ADDR="2001:db8::1")
+    request.user = actor
+    detail = {"note": "naïve ☃", "ids": [3, 1, 2], "nested": {"none": None, "flag": True}}
+    first = audit_record(action="view", object_type="patient", object_id=7, hospital=hospital_a,
+                         request=request, detail=detail)
+    with CaptureQueriesContext(connection) as ctx:
+        second = audit_record(action="update", object_type="patient", object_id="M-1", hospital=hospital_a,
+                              actor=actor)
+    statements = [q["sql"].split()[0].upper() for q in ctx.captured_queries
+                  if not q["sql"].upper().startswith(("SET ", "SAVEPOINT", "RELEASE", "BEGIN", "COMMIT"))]
+    assert statements == ["SELECT", "INSERT", "UPDATE"]
+
+    with scopes_disabled():
+        stored = list(AuditEvent.objects.filter(chain=chain_name(hospital_a.pk)).order_by("seq"))
+        head = AuditChainHead.objects.get(chain=chain_name(hospital_a.pk))
+    assert [e.pk for e in stored] == [first.pk, second.pk]
+    fields = [f.attname for f in AuditEvent._meta.concrete_fields]
+    for written, read in zip((first, second), stored):
+        assert {f: getattr(read, f) for f in fields} == {f: getattr(written, f) for f in fields}
+        assert compute_hash(read) == read.hash
+    assert stored[0].detail == detail and stored[0].ip == "2001:db8::1"
+    assert stored[0].user_agent == "Ünïcode agent/1.0" and stored[0].actor_id == actor.pk
+    assert (stored[0].seq, stored[1].seq, stored[1].prev_hash) == (1, 2, stored[0].hash)
+    assert (head.seq, head.hash) == (2, second.hash)
+    assert verify()[0]
 
 
 # --- append-only ---------------------------------------------------------------------------------
