@@ -9,6 +9,8 @@ from oauth2_provider.models import get_access_token_model
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.scopes import SettingsScopes
 
+from config.prepared import PreparedSelect
+
 READ = "read"
 WRITE = "write"
 UPLOAD = "screening:upload"
@@ -36,6 +38,10 @@ ACTION_SCOPES: dict[str, str] = {
 # application's partner client, that client's hospital and service account, in the
 # token's query. Client-credentials tokens have no user: none is joined.
 TOKEN_RELATED = ("application__partner_client__hospital", "application__partner_client__service_user")
+# The checksum is unique: no ORDER BY. Compiled once per connection (config.prepared).
+TOKEN_BY_CHECKSUM = PreparedSelect(
+    lambda checksum: get_access_token_model().objects.select_related(*TOKEN_RELATED).filter(
+        token_checksum=checksum)[:1])
 
 
 def partner_client_of(application):
@@ -74,9 +80,7 @@ class PartnerOAuth2Validator(OAuth2Validator):
     A bearer token is loaded with its partner client in one query."""
 
     def _load_access_token(self, token):
-        checksum = hashlib.sha256(token.encode("utf-8")).hexdigest()
-        tokens = get_access_token_model().objects.select_related(*TOKEN_RELATED).filter(token_checksum=checksum)
-        return next(iter(tokens[:1]), None)  # the checksum is unique: no ORDER BY
+        return TOKEN_BY_CHECKSUM.first(hashlib.sha256(token.encode("utf-8")).hexdigest())
 
     def authenticate_client(self, request, *args, **kwargs):
         if not super().authenticate_client(request, *args, **kwargs):
