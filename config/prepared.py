@@ -43,7 +43,9 @@ class _Compiled:
             raise ValueError("a prepared select loads plain instances: no values, annotations or prefetches")
         compiler = queryset.query.get_compiler(using=using, connection=connection)
         self.sql, params = compiler.as_sql()
-        if compiler.has_extra_select or tuple(params) != tuple(values):
+        if compiler.has_extra_select:
+            raise ValueError("a prepared select selects its instances' columns only (it orders by what it selects)")
+        if tuple(params) != tuple(values):
             raise ValueError(f"the values must be the statement's parameters, in order: {params!r}")
         self.compiler, self.using = compiler, using
         self.converters = compiler.get_converters([s[0] for s in compiler.select[:compiler.col_count]])

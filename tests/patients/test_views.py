@@ -3,12 +3,14 @@
 import datetime
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from django_scopes import scope, scopes_disabled
 
 from hospitals.models import AuditEvent, Role
-from patients import services
+from patients import selectors, services
 from patients.models import Patient, Status, StatusChange, StatusSource
 from tests.factories import LabTestFactory, PatientFactory
 
@@ -130,11 +132,6 @@ def test_search_pages_keep_the_lists_order_and_read_only_their_rows(hospital_a, 
                                                                     login):
     """A search's page is read as its ids, then those rows by primary key: the pages hold
     what the list holds, in its order, each row with its review flag."""
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    from patients import selectors
-
     with scopes_disabled():
         PatientFactory(hospital=hospital_a, mrn="Z-1", given_name="Aaron", family_name="Zed")  # sorts first
         expected = list(selectors.patient_list(hospital=hospital_a, query="zed").values_list("pk", flat=True))
