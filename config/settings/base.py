@@ -202,6 +202,7 @@ DATA_UPLOAD_MAX_NUMBER_FILES = 10
 # Where an upload over 2.5 MB is spooled while it arrives. On the filesystem of MEDIA_ROOT, a
 # scan is then moved into place instead of copied (the system's temporary folder when unset).
 FILE_UPLOAD_TEMP_DIR = env.str("DJANGO_FILE_UPLOAD_TEMP_DIR", default=None)
+FILE_UPLOAD_HANDLERS = ["config.uploads.MemoryFileUploadHandler", "config.uploads.TemporaryFileUploadHandler"]
 
 # --- Celery ---------------------------------------------------------------------------------
 # The embedded default needs no broker server: kombu's filesystem transport under var/.

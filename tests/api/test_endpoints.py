@@ -2,12 +2,18 @@
 
 import datetime
 import hashlib
+import io
 
+import numpy as np
+import pytest
+from django.conf import global_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django_scopes import scope, scopes_disabled
+from PIL import Image
 
+from config.uploads import CHUNK_SIZE
 from patients.models import Patient
 from screening.models import Screening
 from tests.factories import png_bytes
@@ -148,9 +154,17 @@ class TestScreenings(APIEndpointTest):
         read = " ".join(q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("SELECT"))
         assert "screening_review" not in read and "screening_scan" not in read and "probabilities" not in read
 
-    def test_an_upload_spooled_to_disk_is_stored_as_sent(self, settings):
-        settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 0  # every file arrives in a temporary file
-        data = png_bytes(seed=4)
+    @pytest.mark.parametrize("spooled", [False, True], ids=["in memory", "spooled to disk"])
+    def test_a_scan_of_several_read_chunks_is_stored_as_sent(self, settings, spooled):
+        """The body is read in chunks of config.uploads.CHUNK_SIZE: a scan of 2.3 of them,
+        held in memory or spooled to a temporary file, arrives byte for byte."""
+        if spooled:
+            settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 0  # every file arrives in a temporary file
+        noise = np.random.default_rng(4).integers(0, 256, (1536, 1600), dtype=np.uint8)  # does not compress
+        out = io.BytesIO()
+        Image.fromarray(noise, mode="L").save(out, format="PNG")
+        data = out.getvalue()
+        assert 2 * CHUNK_SIZE < len(data) < global_settings.FILE_UPLOAD_MAX_MEMORY_SIZE
         response = self.api.post(self.list_url(), {"patient": self.a.patient.pk,
                                                    "file": SimpleUploadedFile("chest.png", data, "image/png")},
                                  format="multipart")
