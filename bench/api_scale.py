@@ -15,8 +15,9 @@ with `--clients` concurrent clients, each bound to one of the largest hospitals:
 
 For each: p50/p95 latency, the time spent in the database (p50), the CPU time of the
 gunicorn workers per request (user + system over the run, divided by the requests) and
-the part of it the garbage collector took (a mean), errors and database queries per
-request (a counting middleware, bench/settings.py);
+the part of it the garbage collector took (a mean), the CPU per request of MariaDB, Redis
+and the load clients (this process), errors and database queries per request (a counting
+middleware, bench/settings.py);
 first with one client at a time (the service time), then with the concurrent clients.
 `--explain` prints MariaDB's EXPLAIN of every query that the API's and the portal's
 filters and orderings run, and flags full scans of the big tables. Needs MariaDB and Redis (see README "Performance")."""
