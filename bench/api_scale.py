@@ -339,23 +339,23 @@ def measure(args, base_url: str, creds: list[dict], web_pid: int) -> dict:
                                 errors.append(f"{r.status_code} {path}")
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
-        t0, cpu0 = time.perf_counter(), {**common.cpu_seconds(groups), "clients": time.process_time()}
+        t0, cpu0 = time.perf_counter(), common.stack_cpu_seconds(groups)
         for th in threads:
             th.start()
         for th in threads:
             th.join()
-        wall = time.perf_counter() - t0
-        cpu = {k: v - cpu0[k] for k, v in {**common.cpu_seconds(groups), "clients": time.process_time()}.items()}
+        wall, cpu = time.perf_counter() - t0, common.stack_cpu_seconds(groups)
         out[name] = {"p50": common.percentile(latencies, 50), "p95": common.percentile(latencies, 95),
                      "db_p50": common.percentile(db_ms, 50), "gc_ms": sum(gc_ms) / max(len(gc_ms), 1),
                      "n": len(latencies), "errors": len(errors),
                      "rps": len(latencies) / wall,
-                     **{f"{k}_cpu_ms": v * 1000 / max(len(latencies), 1) for k, v in cpu.items()},
+                     "cpu_ms": {k: (v - cpu0[k]) * 1000 / max(len(latencies), 1) for k, v in cpu.items()},
                      "queries": sorted(set(queries)), "first_error": errors[0] if errors else ""}
         r = out[name]
         print(f"  {name:28s} p50 {r['p50']:7.1f} ms  p95 {r['p95']:7.1f} ms  (database p50 {r['db_p50']:6.1f} ms)  "
-              f"{r['rps']:6.1f} req/s  web CPU {r['web_cpu_ms']:5.1f} ms/request (GC {r['gc_ms']:4.2f}; MariaDB "
-              f"{r['mariadb_cpu_ms']:.1f}, Redis {r['redis_cpu_ms']:.1f}, load clients {r['clients_cpu_ms']:.1f})  "
+              f"{r['rps']:6.1f} req/s  web CPU {r['cpu_ms']['web']:5.1f} ms/request (GC {r['gc_ms']:4.2f}; MariaDB "
+              f"{r['cpu_ms']['mariadb']:.1f}, Redis {r['cpu_ms']['redis']:.1f}, load clients "
+              f"{r['cpu_ms']['load clients']:.1f})  "
               f"queries/request {','.join(map(str, r['queries']))}  errors {r['errors']}"
               + (f" ({r['first_error']})" if r["errors"] else ""), flush=True)
     return out

@@ -257,6 +257,12 @@ def cpu_seconds(groups: dict[str, int | str]) -> dict[str, float]:
     return out
 
 
+def stack_cpu_seconds(groups: dict[str, int | str]) -> dict[str, float]:
+    """`cpu_seconds` of the groups and, as "load clients", this process's own CPU time: the
+    benchmark's client threads, which share the cores with the stack they measure."""
+    return {**cpu_seconds(groups), "load clients": time.process_time()}
+
+
 def mib(n: int) -> float:
     return n / 2**20
 

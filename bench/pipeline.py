@@ -319,14 +319,14 @@ def main():
               flush=True)
         watcher.max_llen = watcher.max_backlog = 0
         groups = {"web": web.pid, "worker": worker.pid, "mariadb": "mariadbd", "redis": "redis-server"}
-        cpu_before = {**common.cpu_seconds(groups), "load clients": time.process_time()}
+        cpu_before = common.stack_cpu_seconds(groups)
         ramp = 0.0 if args.rate else args.ramp
         t_begin = time.time()
         t_start = t_begin + ramp  # the measured window: every client is running
         t_end = t_start + args.duration
         records = run_load(args, base_url, token, hospital.slug, patients, images, watcher, t_end,
                            t_end + args.drain_timeout, ramp)
-        cpu_after = {**common.cpu_seconds(groups), "load clients": time.process_time()}
+        cpu_after = common.stack_cpu_seconds(groups)
         cpu_used = {k: v - cpu_before[k] for k, v in cpu_after.items()}
         watcher.stop()
         rss.stop()
