@@ -1,6 +1,6 @@
 """The partner API, the FHIR facade and the portal at scale, on MariaDB through gunicorn.
 
-    python bench/api_scale.py [--reuse] [--explain] [--clients 16] [--requests 320]
+    python bench/api_scale.py [--reuse] [--explain] [--clients 16] [--requests 320] [--innodb-buffer-pool-mib MIB]
 
 Seeds a dedicated database (default `hospital_bench_scale`; `--reuse` keeps one that is
 already seeded) in bulk: 100 hospitals of unequal size (hospital i holds a share
@@ -17,8 +17,10 @@ For each: p50/p95 latency, the time spent in the database (p50), the CPU time of
 gunicorn workers per request (user + system over the run, divided by the requests) and
 the part of it the garbage collector took (a mean), the CPU per request of MariaDB, Redis
 and the load clients (this process), errors and database queries per request (a counting
-middleware, bench/settings.py);
-first with one client at a time (the service time), then with the concurrent clients.
+middleware, bench/settings.py), and the pages MariaDB read into its InnoDB buffer pool per
+request (its misses). The pool is compared with the database first; `--innodb-buffer-pool-mib`
+sets it for the run (put back afterwards), and a pool that can hold every index is warmed.
+Each request runs first with one client at a time (the service time), then with the concurrent clients.
 `--explain` prints MariaDB's EXPLAIN of every query that the API's and the portal's
 filters and orderings run, and flags full scans of the big tables. Needs MariaDB and Redis (see README "Performance")."""
 
@@ -59,6 +61,8 @@ def parse_args():
     p.add_argument("--clients", type=int, default=16, help="concurrent clients (%(default)s)")
     p.add_argument("--requests", type=int, default=320, help="requests per endpoint, all clients together")
     p.add_argument("--explain", action="store_true", help="print EXPLAIN of the queries of every filter")
+    p.add_argument("--innodb-buffer-pool-mib", type=int, metavar="MIB",
+                   help="MariaDB's innodb_buffer_pool_size for the run, put back after it (default: the server's)")
     p.add_argument("--seed", type=int, default=7)
     return p.parse_args()
 
@@ -303,7 +307,80 @@ def endpoints(cred: dict, rng: random.Random) -> dict[str, tuple[str, bool]]:
     }
 
 
-def measure(args, base_url: str, creds: list[dict], web_pid: int) -> dict:
+class BufferPool:
+    """MariaDB's InnoDB buffer pool, which holds the pages queries read: its size against the
+    benchmark database's data and indexes, set for the run when `--innodb-buffer-pool-mib`
+    asks (and put back after it), warmed by reading every index of the database once when
+    it can hold them all (a server that has been up, or that reloaded its pool at start-up as
+    MariaDB does by default, serves from a warm pool), and its misses: pages it had to read in."""
+
+    def __init__(self, args):
+        self.conn = common.server_connection(args)
+        self.conn.autocommit(True)
+        self.database = args.database
+        self.wanted = args.innodb_buffer_pool_mib
+        self.before = self.size_mib()
+
+    def _row(self, sql: str, params=()):
+        with self.conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchone()
+
+    def size_mib(self) -> int:
+        return int(self._row("SELECT @@GLOBAL.innodb_buffer_pool_size")[0]) // 2**20
+
+    def database_mib(self) -> float:
+        (size,) = self._row("SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables "
+                            "WHERE table_schema = %s", (self.database,))
+        return int(size) / 2**20
+
+    def misses(self) -> int:
+        """Pages read into the pool since the server started (`Innodb_buffer_pool_reads`)."""
+        return int(self._row("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_reads'")[1])
+
+    def resize(self, mib: int, timeout: float = 300) -> None:
+        self._row("SET GLOBAL innodb_buffer_pool_size = %s", (mib * 2**20,))
+        deadline = time.monotonic() + timeout
+        while self.size_mib() != mib or "esizing" in (self._row(
+                "SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_resize_status'") or ("", ""))[1]:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the InnoDB buffer pool did not reach {mib} MiB in {timeout:.0f} s")
+            time.sleep(0.2)
+
+    def warm(self) -> int:
+        """Read every index of every table of the database once; returns how many."""
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT table_name, index_name FROM information_schema.statistics "
+                        "WHERE table_schema = %s GROUP BY table_name, index_name", (self.database,))
+            indexes = cur.fetchall()
+            for table_name, index_name in indexes:
+                cur.execute(f"SELECT COUNT(*) FROM `{self.database}`.`{table_name}` FORCE INDEX (`{index_name}`)")
+                cur.fetchall()
+        return len(indexes)
+
+    def __enter__(self):
+        if self.wanted and self.wanted != self.before:
+            self.resize(self.wanted)
+        size, data = self.size_mib(), self.database_mib()
+        print(f"MariaDB InnoDB buffer pool {size} MiB"
+              + (f" for this run ({self.before} MiB before it)" if size != self.before else "")
+              + f"; {self.database} holds {data:.0f} MiB of data and indexes", flush=True)
+        if size >= data:
+            t0 = time.perf_counter()
+            print(f"  warmed: {self.warm()} indexes read in {time.perf_counter() - t0:.1f} s", flush=True)
+        else:
+            print(f"  the pool holds at most {100 * size / data:.0f} % of it: requests read pages in from the "
+                  f"operating system (MariaDB's CPU below includes it); --innodb-buffer-pool-mib sets it for "
+                  f"the run", flush=True)
+        return self
+
+    def __exit__(self, *exc):
+        if self.size_mib() != self.before:
+            self.resize(self.before)
+        self.conn.close()
+
+
+def measure(args, base_url: str, creds: list[dict], web_pid: int, pool: BufferPool) -> dict:
     names = list(endpoints(creds[0], random.Random(0)))
     groups = {"web": web_pid, "mariadb": "mariadbd", "redis": "redis-server"}
     out = {}
@@ -339,23 +416,25 @@ def measure(args, base_url: str, creds: list[dict], web_pid: int) -> dict:
                                 errors.append(f"{r.status_code} {path}")
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
-        t0, cpu0 = time.perf_counter(), common.stack_cpu_seconds(groups)
+        t0, cpu0, misses0 = time.perf_counter(), common.stack_cpu_seconds(groups), pool.misses()
         for th in threads:
             th.start()
         for th in threads:
             th.join()
         wall, cpu = time.perf_counter() - t0, common.stack_cpu_seconds(groups)
+        misses = (pool.misses() - misses0) / max(len(latencies), 1)
         out[name] = {"p50": common.percentile(latencies, 50), "p95": common.percentile(latencies, 95),
                      "db_p50": common.percentile(db_ms, 50), "gc_ms": sum(gc_ms) / max(len(gc_ms), 1),
                      "n": len(latencies), "errors": len(errors),
                      "rps": len(latencies) / wall,
                      "cpu_ms": {k: (v - cpu0[k]) * 1000 / max(len(latencies), 1) for k, v in cpu.items()},
-                     "queries": sorted(set(queries)), "first_error": errors[0] if errors else ""}
+                     "pool_misses": misses, "queries": sorted(set(queries)),
+                     "first_error": errors[0] if errors else ""}
         r = out[name]
         print(f"  {name:28s} p50 {r['p50']:7.1f} ms  p95 {r['p95']:7.1f} ms  (database p50 {r['db_p50']:6.1f} ms)  "
               f"{r['rps']:6.1f} req/s  web CPU {r['cpu_ms']['web']:5.1f} ms/request (GC {r['gc_ms']:4.2f}; MariaDB "
               f"{r['cpu_ms']['mariadb']:.1f}, Redis {r['cpu_ms']['redis']:.1f}, load clients "
-              f"{r['cpu_ms']['load clients']:.1f})  "
+              f"{r['cpu_ms']['load clients']:.1f}; pages read into the pool {r['pool_misses']:.1f})  "
               f"queries/request {','.join(map(str, r['queries']))}  errors {r['errors']}"
               + (f" ({r['first_error']})" if r["errors"] else ""), flush=True)
     return out
@@ -478,7 +557,7 @@ def main():
         largest = list(Hospital.objects.filter(slug__startswith="scale-").annotate(n=Count("patients"))
                        .order_by("-n")[:args.clients])
     base_url = f"http://127.0.0.1:{args.port}"
-    with common.Stack(args, env) as stack:
+    with BufferPool(args) as pool, common.Stack(args, env) as stack:
         web = stack.start_web()
         creds = credentials(args, base_url, largest)
         with scopes_disabled():
@@ -489,11 +568,11 @@ def main():
         for cred in creds:  # the patients' ids, for the requests' random choices
             endpoints(cred, random.Random(0))
         print("warm-up:", flush=True)
-        measure(argparse.Namespace(**{**vars(args), "requests": args.clients * 2}), base_url, creds, web.pid)
+        measure(argparse.Namespace(**{**vars(args), "requests": args.clients * 2}), base_url, creds, web.pid, pool)
         print("one client at a time (the service time, largest hospital):", flush=True)
-        alone = measure(argparse.Namespace(**{**vars(args), "clients": 1, "requests": 20}), base_url, creds, web.pid)
+        alone = measure(argparse.Namespace(**{**vars(args), "clients": 1, "requests": 20}), base_url, creds, web.pid, pool)
         print(f"{args.clients} concurrent clients:", flush=True)
-        results = measure(args, base_url, creds, web.pid)
+        results = measure(args, base_url, creds, web.pid, pool)
         full_scans = None
         if args.explain:
             with scopes_disabled():

@@ -79,12 +79,17 @@ def configure(env: dict) -> None:
     django.setup()
 
 
-def create_database(args, *, drop: bool) -> None:
+def server_connection(args):
+    """A MySQLdb connection to the MariaDB server of `--db-server`, no database selected."""
     import MySQLdb
 
     url = urlparse(args.db_server)
-    conn = MySQLdb.connect(host=url.hostname or "127.0.0.1", port=url.port or 3306, user=url.username or "root",
+    return MySQLdb.connect(host=url.hostname or "127.0.0.1", port=url.port or 3306, user=url.username or "root",
                            passwd=url.password or "")
+
+
+def create_database(args, *, drop: bool) -> None:
+    conn = server_connection(args)
     cur = conn.cursor()
     if drop:
         cur.execute(f"DROP DATABASE IF EXISTS `{args.database}`")
