@@ -1,6 +1,7 @@
 """The partner API, the FHIR facade and the portal at scale, on MariaDB through gunicorn.
 
-    python bench/api_scale.py [--reuse] [--explain] [--clients 16] [--requests 320] [--innodb-buffer-pool-mib MIB]
+    python bench/api_scale.py [--reuse] [--explain] [--clients 16] [--requests 320]
+                              [--innodb-buffer-pool-mib MIB]
 
 Seeds a dedicated database (default `hospital_bench_scale`; `--reuse` keeps one that is
 already seeded) in bulk: 100 hospitals of unequal size (hospital i holds a share
@@ -570,7 +571,8 @@ def main():
         print("warm-up:", flush=True)
         measure(argparse.Namespace(**{**vars(args), "requests": args.clients * 2}), base_url, creds, web.pid, pool)
         print("one client at a time (the service time, largest hospital):", flush=True)
-        alone = measure(argparse.Namespace(**{**vars(args), "clients": 1, "requests": 20}), base_url, creds, web.pid, pool)
+        alone = measure(argparse.Namespace(**{**vars(args), "clients": 1, "requests": 20}), base_url, creds, web.pid,
+                        pool)
         print(f"{args.clients} concurrent clients:", flush=True)
         results = measure(args, base_url, creds, web.pid, pool)
         full_scans = None

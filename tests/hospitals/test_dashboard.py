@@ -15,7 +15,7 @@ from django.utils import timezone
 from django_scopes import scope, scopes_disabled
 from freezegun import freeze_time
 
-from hospitals.dashboard import DAYS, format_duration
+from hospitals.dashboard import DAYS, data_version, format_duration
 from hospitals.models import Role
 from patients import services as patient_services
 from patients.models import Status
@@ -292,6 +292,38 @@ def test_figures_are_cached_until_the_hospital_data_changes(world_a, login, djan
     response = client.get(url)
     assert response.context["pending"]["count"] == before["pending"]["count"]
     assert reviewed(response.content.decode()) == ("2 of 3", 3)
+
+
+def test_the_data_version_moves_with_every_table_it_reads_and_with_its_hospitals_rows_only(world_a, world_b):
+    """A patient edit, a status change, an upload, a result and a review of hospital A each
+    move A's version (the key of its cached figures); B's rows never do."""
+    p1, p2, p3 = world_a.others
+    actor = world_a.clinician
+    edits = {
+        "patient edit": lambda: patient_services.patient_update(patient=p1, actor=actor, given_name="Renamed"),
+        "status change": lambda: change(p2, Status.CARRIER, 0, actor),
+        "upload": lambda: screening_for(p3, actor=actor, seed=21),
+        "result": lambda: airesult_for(Screening.objects.filter(patient=p3).latest("id"), covid=0.4),
+        "review": lambda: review_create(result=AiResult.objects.latest("id"), decision="confirm",
+                                        clinical_label=AiResult.objects.latest("id").label,
+                                        radiological_signs=False, reason="r", actor=actor),
+    }
+
+    def version(world):
+        with scope(hospital=world.hospital):
+            return data_version(hospital=world.hospital)
+
+    seen = [version(world_a)]
+    for name, edit in edits.items():
+        with scope(hospital=world_b.hospital):
+            change(PatientFactory(hospital=world_b.hospital, status_since=days_ago(1)), Status.INFECTED, 0,
+                   world_b.clinician)
+        assert version(world_a) == seen[-1], f"B's rows moved A's version before the {name}"
+        with scope(hospital=world_a.hospital):
+            edit()
+        seen.append(version(world_a))
+        assert seen[-1] != seen[-2], name
+    assert len(seen) == len(set(seen)) == len(edits) + 1
 
 
 @pytest.mark.parametrize("seconds,text", [(None, "—"), (42, "42 s"), (185, "3 min"), (7500, "2 h 05 min"),
