@@ -340,13 +340,18 @@ class BufferPool:
         return int(self._row("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_reads'")[1])
 
     def resize(self, mib: int, timeout: float = 300) -> None:
+        """MariaDB 10.11 resizes before the SET returns; servers that resize in the background
+        report their progress in `Innodb_buffer_pool_resize_status` until "Completed ..."."""
         self._row("SET GLOBAL innodb_buffer_pool_size = %s", (mib * 2**20,))
         deadline = time.monotonic() + timeout
-        while self.size_mib() != mib or "esizing" in (self._row(
-                "SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_resize_status'") or ("", ""))[1]:
+        while self.size_mib() != mib or self._resize_status() not in ("", "Completed"):
             if time.monotonic() > deadline:
                 raise SystemExit(f"the InnoDB buffer pool did not reach {mib} MiB in {timeout:.0f} s")
             time.sleep(0.2)
+
+    def _resize_status(self) -> str:
+        row = self._row("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_resize_status'")
+        return row[1].split(" ", 1)[0] if row else ""
 
     def warm(self) -> int:
         """Read every index of every table of the database once; returns how many."""
