@@ -452,34 +452,41 @@ BIG_TABLES = ("patients_", "screening_")
 
 
 def explain_paths(cred: dict) -> list[str]:
+    from django_scopes import scopes_disabled
+
+    from screening.models import Screening
+
     slug = cred["hospital"].slug
     api = f"/api/v1/hospitals/{slug}"
     since = "2026-01-01T00:00:00Z"
+    pid, mrn = cred["patients"][0]
+    with scopes_disabled():
+        sid = Screening.objects.filter(hospital=cred["hospital"]).values_list("pk", flat=True).first()
     paths = [f"{api}/patients/?{q}" for q in (
-        "", "status=infected", "mrn=M0000042", f"updated_since={since}", f"created_after={since}",
+        "", "status=infected", f"mrn={mrn}", f"updated_since={since}", f"created_after={since}",
         f"created_before={since}", "status_since_after=2026-01-01", "ordering=updated_at", "ordering=-created_at")]
     paths += [f"{api}/status-changes/?{q}" for q in (
-        "", "patient=42", "to_status=infected", "source=clinician", f"changed_since={since}",
+        "", f"patient={pid}", "to_status=infected", "source=clinician", f"changed_since={since}",
         "effective_after=2026-01-01", "effective_before=2025-06-01", "ordering=-changed_at")]
     paths += [f"{api}/lab-tests/?{q}" for q in (
-        "", "patient=42", "test_type=rt_pcr", "result=positive", "sample_after=2026-01-01", "sample_before=2025-06-01",
+        "", f"patient={pid}", "test_type=rt_pcr", "result=positive", "sample_after=2026-01-01", "sample_before=2025-06-01",
         f"recorded_since={since}", "ordering=-sample_date", "ordering=recorded_at")]
     paths += [f"{api}/screenings/?{q}" for q in (
-        "", "patient=42", "status=queued", "status=done", "label=covid", f"created_after={since}",
+        "", f"patient={pid}", "status=queued", "status=done", "label=covid", f"created_after={since}",
         f"created_before={since}", f"finished_since={since}", f"updated_since={since}", "ordering=-created_at")]
     paths += [f"{api}/ai-results/?{q}" for q in (
-        "", "patient=42", "screening=42", "label=normal", "covid_positive=true", f"created_since={since}",
+        "", f"patient={pid}", f"screening={sid}", "label=normal", "covid_positive=true", f"created_since={since}",
         "ordering=-covid_probability", "ordering=created_at")]
     paths += [f"{api}/reviews/?{q}" for q in (
-        "", "patient=42", "screening=42", "decision=override", "clinical_label=covid", f"reviewed_since={since}",
+        "", f"patient={pid}", f"screening={sid}", "decision=override", "clinical_label=covid", f"reviewed_since={since}",
         "ordering=-reviewed_at")]
-    paths += [f"{api}/patients/42/history/"]
+    paths += [f"{api}/patients/{pid}/history/"]
     fhir = f"/fhir/{slug}"
-    paths += [f"{fhir}/Patient?{q}" for q in ("", "identifier=M0000042", "_lastUpdated=ge2026-01", "_id=42")]
-    paths += [f"{fhir}/Observation?{q}" for q in ("", "patient=42", "date=ge2026-01", "_lastUpdated=lt2025-06")]
-    paths += [f"{fhir}/DiagnosticReport?{q}" for q in ("patient=42", "date=ge2026-01")]
-    paths += [f"{fhir}/Media?{q}" for q in ("", "patient=42")]
-    paths += [f"{fhir}/Condition?{q}" for q in ("", "patient=42", "clinical-status=active")]
+    paths += [f"{fhir}/Patient?{q}" for q in ("", f"identifier={mrn}", "_lastUpdated=ge2026-01", f"_id={pid}")]
+    paths += [f"{fhir}/Observation?{q}" for q in ("", f"patient={pid}", "date=ge2026-01", "_lastUpdated=lt2025-06")]
+    paths += [f"{fhir}/DiagnosticReport?{q}" for q in (f"patient={pid}", "date=ge2026-01")]
+    paths += [f"{fhir}/Media?{q}" for q in ("", f"patient={pid}")]
+    paths += [f"{fhir}/Condition?{q}" for q in ("", f"patient={pid}", "clinical-status=active")]
     paths += [f"{fhir}/Device"]
     paths += [f"/h/{slug}/", f"/h/{slug}/patients/", f"/h/{slug}/patients/?q=Smith",
               f"/h/{slug}/patients/?status=infected",
@@ -487,47 +494,94 @@ def explain_paths(cred: dict) -> list[str]:
     return paths
 
 
-def explain(cred: dict) -> int:
-    """Run each path in this process, EXPLAIN its SELECTs; returns the number of full
-    scans of the big tables."""
+SLOW_QUERY_MS = 5.0
+
+
+def explain(creds: list[dict]) -> dict[str, int]:
+    """Run each path in this process for every hospital measured and EXPLAIN and time (the
+    median of three runs) its SELECTs. Prints the largest hospital's plans, then for each
+    query the hospital where it ran slowest, with its plan where it differs (MariaDB picks a
+    plan from each hospital's statistics). Returns the counts of full scans of the big tables,
+    of joins sorted in a temporary table (a plan that starts from a small table, then reads
+    and sorts every row of the hospital for a page) and of queries slower than SLOW_QUERY_MS."""
+    import statistics
+
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
     from hospitals.models import User
 
-    api = Client(HTTP_HOST="127.0.0.1", HTTP_AUTHORIZATION=f"Bearer {cred['token']}")
-    portal = Client(HTTP_HOST="127.0.0.1")
-    portal.force_login(User.objects.get(email=f"clinician@{cred['hospital'].slug}.bench"),
-                       backend="django.contrib.auth.backends.ModelBackend")
-    full_scans = 0
-    seen = set()
-    for path in explain_paths(cred):
-        client = portal if path.startswith("/h/") else api
+    def plans(cred: dict, path: str) -> list[tuple[str, list[dict], float]]:
+        if path.startswith("/h/"):
+            client = Client(HTTP_HOST="127.0.0.1")
+            client.force_login(User.objects.get(email=f"clinician@{cred['hospital'].slug}.bench"),
+                               backend="django.contrib.auth.backends.ModelBackend")
+        else:
+            client = Client(HTTP_HOST="127.0.0.1", HTTP_AUTHORIZATION=f"Bearer {cred['token']}")
         with CaptureQueriesContext(connection) as ctx:
             status = client.get(path).status_code
-        print(f"\n== {path}  [{status}]")
+        assert status == 200, f"{path}: {status}"
+        out = []
         for q in ctx.captured_queries:
             sql = q["sql"]
             if not sql.lstrip().upper().startswith("SELECT") or not any(t in sql for t in BIG_TABLES):
                 continue
-            if sql in seen:
-                continue
-            seen.add(sql)
             with connection.cursor() as cur:
                 cur.execute("EXPLAIN " + sql)
                 cols = [c[0] for c in cur.description]
                 rows = [dict(zip(cols, r)) for r in cur.fetchall()]
-            print(f"   {sql[:220]}{'...' if len(sql) > 220 else ''}")
-            for r in rows:
-                big = str(r.get("table") or "").startswith(BIG_TABLES)
-                flag = ""
-                if r.get("type") == "ALL" and big and (r.get("rows") or 0) > 1000:
-                    flag = "   <-- FULL SCAN"
-                    full_scans += 1
-                print(f"     {r.get('select_type')}: {r.get('table')} type={r.get('type')} key={r.get('key')} "
-                      f"rows={r.get('rows')} {r.get('Extra') or ''}{flag}")
-    return full_scans
+                times = []
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    cur.execute(sql)
+                    cur.fetchall()
+                    times.append((time.perf_counter() - t0) * 1000)
+            out.append((sql, rows, statistics.median(times)))
+        return out
+
+    def shape(rows: list[dict]) -> tuple:
+        return tuple((r.get("table"), r.get("type"), r.get("key"), r.get("Extra") or "") for r in rows)
+
+    def problems(rows: list[dict], ms: float) -> list[str]:
+        out = ["full scan" for r in rows if r.get("type") == "ALL" and str(r.get("table") or "").startswith(BIG_TABLES)
+               and int(str(r.get("rows") or 0).split()[0]) > 1000]  # "924 (7%)" with a rowid filter
+        if len(rows) > 1 and "Using temporary" in (rows[0].get("Extra") or ""):
+            out.append("sorted join")
+        if ms > SLOW_QUERY_MS:
+            out.append("slow")
+        return out
+
+    def show(sql: str, rows: list[dict], ms: float, found: list[str]) -> None:
+        print(f"   {sql[:220]}{'...' if len(sql) > 220 else ''}  ({ms:.1f} ms)")
+        for r in rows:
+            print(f"     {r.get('select_type')}: {r.get('table')} type={r.get('type')} key={r.get('key')} "
+                  f"rows={r.get('rows')} {r.get('Extra') or ''}")
+        for problem in found:
+            print(f"     <-- {problem.upper()}")
+
+    counts = {"full scan": 0, "sorted join": 0, "slow": 0}
+    paths = [explain_paths(cred) for cred in creds]
+    for n, path in enumerate(paths[0]):
+        print(f"\n== {path}")
+        first = plans(creds[0], path)
+        others = [(cred["hospital"].slug, plans(cred, their[n])) for cred, their in zip(creds[1:], paths[1:])]
+        for i, (sql, rows, ms) in enumerate(first):
+            found = problems(rows, ms)
+            show(sql, rows, ms, found)
+            worst = max(((slug, *queries[i]) for slug, queries in others if i < len(queries)),
+                        key=lambda o: o[3], default=None)
+            if worst is not None:
+                slug, sql_w, rows_w, ms_w = worst
+                found_w = problems(rows_w, ms_w)
+                print(f"     slowest of the other {len(others)} hospitals: {slug}, {ms_w:.1f} ms"
+                      + (", planned otherwise:" if shape(rows_w) != shape(rows) else ""))
+                if shape(rows_w) != shape(rows) or found_w:
+                    show(sql_w, rows_w, ms_w, found_w)
+                found = set(found) | set(found_w)
+            for problem in found:
+                counts[problem] += 1
+    return counts
 
 
 # --- main ------------------------------------------------------------------------------------------
@@ -580,11 +634,12 @@ def main():
                         pool)
         print(f"{args.clients} concurrent clients:", flush=True)
         results = measure(args, base_url, creds, web.pid, pool)
-        full_scans = None
+        bad_plans = None
         if args.explain:
             with scopes_disabled():
-                full_scans = explain(creds[0])
-            print(f"\nfull scans of big tables: {full_scans}")
+                bad_plans = explain(creds)
+            print(f"\nfull scans of big tables: {bad_plans['full scan']}; joins sorted in a temporary table: "
+                  f"{bad_plans['sorted join']}; queries over {SLOW_QUERY_MS:.0f} ms: {bad_plans['slow']}")
     worst = max(results.items(), key=lambda kv: kv[1]["p95"])
     missed = [name for name, r in results.items() if r["p95"] > 50 or r["errors"]]
     worst_alone = max(alone.items(), key=lambda kv: kv[1]["p95"])
@@ -592,7 +647,8 @@ def main():
           f"{worst_alone[1]['p95']:.1f} ms ({worst_alone[0]}) alone; "
           f"{'all p95 <= 50 ms' if not missed else 'over 50 ms or errors: ' + ', '.join(missed)}; "
           f"queries/request {max(max(r['queries'] or [0]) for r in results.values())} at most"
-          + (f"; full scans {full_scans}" if full_scans is not None else ""))
+          + (f"; full scans {bad_plans['full scan']}, sorted joins {bad_plans['sorted join']}, slow queries "
+             f"{bad_plans['slow']}" if bad_plans is not None else ""))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def home(request):
 @require_action("patient.view")
 def dashboard(request, hospital_slug):
     """Patients per status and their trend, screenings, reviews and the latest status changes."""
-    recent = list(patient_selectors.status_change_recent(hospital=request.hospital, limit=RECENT_CHANGES))
+    recent = patient_selectors.status_change_recent(hospital=request.hospital, limit=RECENT_CHANGES)
     if recent:
         # The recent changes name patients, so this page is a read of patient data.
         patient_selectors.patient_audit_read(

@@ -120,9 +120,16 @@ def patient_audit_read(*, request, patients, action: str = "view") -> None:
                      detail={"patients": ids})
 
 
-def status_change_recent(*, hospital: Hospital, limit: int = 10):
-    """The hospital's latest status changes (newest recorded first), for the dashboard."""
+def status_change_recent(*, hospital: Hospital, limit: int = 10) -> list:
+    """The hospital's latest status changes (newest recorded first), for the dashboard.
+
+    Their ids first, from the index of the order, then those rows with their patients and
+    authors: joined in one query, MariaDB may start from the users' table and sort every
+    change of the hospital for the page (90-190 ms for the benchmark's second and third
+    largest hospitals, against 1 ms)."""
     from .models import StatusChange
 
-    return (StatusChange.objects.filter(hospital=hospital).select_related("patient", "changed_by")
-            .order_by("-changed_at", "-id")[:limit])
+    ids = list(StatusChange.objects.filter(hospital=hospital).order_by("-changed_at", "-id")
+               .values_list("pk", flat=True)[:limit])
+    rows = StatusChange.objects.filter(pk__in=ids).select_related("patient", "changed_by").in_bulk()
+    return [rows[pk] for pk in ids if pk in rows]

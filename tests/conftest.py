@@ -10,9 +10,14 @@ from django.test import Client, override_settings
 from django_scopes import scope, scopes_disabled
 from pytest_django import live_server_helper
 
+from hospitals.api import throttling  # noqa: F401
 from hospitals.models import AuditChainHead, AuditEvent, Role
 
 from .factories import PASSWORD, HospitalFactory, MembershipFactory, UserFactory
+
+# The throttles import before any test freezes the clock: DRF's `SimpleRateThrottle.timer` is
+# `time.time` read when its module is first imported, so a first import under freezegun would
+# keep freezegun's function as the timer (and call it with the throttle as its argument).
 
 
 @pytest.fixture(autouse=True)
