@@ -4,8 +4,8 @@ import os
 import time
 
 import pytest
-from django.db import connection
 from allauth.account.authentication import AUTHENTICATION_METHODS_SESSION_KEY
+from django.db import connection
 from django.test import Client, override_settings
 from django_scopes import scope, scopes_disabled
 from pytest_django import live_server_helper
