@@ -354,6 +354,9 @@ class MetadataView(FhirMixin, HospitalAPIView):
                       for name, param in viewset.search_params.items()]
             params.append({"name": "_count", "type": "number",
                            "documentation": "Page size (default and maximum: see the Bundle's links)"})
+            params.append({"name": "_total", "type": "token",
+                           "documentation": "none, estimate or accurate (both exact); without it the first page "
+                                            "has Bundle.total and the pages of its next links do not"})
             resources.append({
                 "type": viewset.resource_type,
                 "interaction": [{"code": "read"}, {"code": "search-type"}],

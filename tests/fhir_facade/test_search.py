@@ -181,7 +181,7 @@ def test_count_pages_through_every_match_once(worlds, fhir_api):
     links = {link["relation"]: link["url"] for link in first["link"]}
     assert "_count=1" in links["next"]
     second = fhir_json(api.get(links["next"]))
-    assert second["total"] == 2 and len(second["entry"]) == 1
+    assert "total" not in second and len(second["entry"]) == 1  # counted on the first page only
     assert "next" not in {link["relation"] for link in second["link"]}
     a, _ = worlds
     assert sorted(ids(first) + ids(second)) == sorted([str(a.result.pk), str(a.dicom_result.pk)])
@@ -205,7 +205,19 @@ def test_count_is_capped_and_zero_gives_the_total_only(worlds, fhir_api, setting
     assert empty["total"] == 2 and "entry" not in empty
 
 
+def test_total_is_counted_as_asked(worlds, fhir_api):
+    _, api = fhir_api
+    assert "total" not in search(api, "Observation", _total="none")
+    first = search(api, "Observation", _count=1, _total="accurate")
+    assert first["total"] == 2
+    next_url = {link["relation"]: link["url"] for link in first["link"]}["next"]
+    assert "_total=accurate" in next_url
+    assert fhir_json(api.get(next_url))["total"] == 2
+    assert search(api, "Observation", _total="estimate")["total"] == 2
+
+
 @pytest.mark.parametrize("query, word", [
+    ("_total=some", "_total"),
     ("_count=-1", "_count"),
     ("_count=ten", "_count"),
     ("_cursor=abc", "_cursor"),
