@@ -282,8 +282,8 @@ def scan_resource(scan) -> dict:
 
 
 def device(model: dict) -> dict:
-    """A model that produced results in this hospital: `model` has sha256, name, version,
-    first_used and last_used (see the Device view's queryset)."""
+    """A model that produced results in this hospital: `model` has its sha256, name, version
+    and first_used (see the Device view's queryset)."""
     return {
         "resourceType": "Device",
         "id": model["model_sha256"],

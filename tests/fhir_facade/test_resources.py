@@ -106,6 +106,25 @@ def test_device_is_the_model_with_its_sha256(worlds, fhir_api):
     assert sorted(r["id"] for r in entries(bundle, "Device")) == sorted([MODEL_SHA256, OTHER_MODEL_SHA256])
 
 
+def test_a_device_is_named_and_dated_by_its_first_result(worlds, fhir_api):
+    """A later result of the same model (here under another name) changes neither."""
+    from screening.models import AiResult
+    from tests.factories import airesult_for, screening_for
+
+    a, _ = worlds
+    _, api = fhir_api
+    first_used = datetime.datetime(2026, 3, 1, 8, 30, tzinfo=datetime.UTC)
+    with scope(hospital=a.hospital):
+        AiResult.objects.filter(pk=a.result.pk).update(created_at=first_used)
+        later = airesult_for(screening_for(a.patient, actor=a.clinician, filename="later.png"))
+        AiResult.objects.filter(pk=later.pk).update(model_name="cxrnet-renamed")
+    body = fhir_json(api.get(read_url("Device", MODEL_SHA256)))
+    assert body["meta"]["lastUpdated"].startswith("2026-03-01T08:30:00")
+    assert body["deviceName"] == [{"name": "cxrnet", "type": "model-name"}]
+    bundle = fhir_json(api.get(search_url("Device")))
+    assert sorted(r["id"] for r in entries(bundle, "Device")) == sorted([MODEL_SHA256, OTHER_MODEL_SHA256])
+
+
 def test_condition_follows_the_status_history(worlds, fhir_api):
     """suspected -> carrier (the world) -> infected -> recovered: a carrier Condition that
     became inactive when signs appeared and an infected one resolved on recovery."""
