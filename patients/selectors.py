@@ -43,7 +43,10 @@ def patient_list(*, hospital: Hospital, query: str = "", status: str = "",
                                           awaiting_review=awaiting_review)
     if by_mrn is not None:
         qs = qs.filter(by_mrn | by_name)
-    return qs.order_by("family_name", "given_name", "id")
+    # The order of the (hospital[, status], family name, given name, MRN) indexes, which then
+    # give the page's rows in order: ordered by id after the names, MariaDB sorted every
+    # patient of the hospital, their `awaiting_review` computed, for a page (9 ms for 5,000).
+    return qs.order_by("family_name", "given_name", "mrn", "id")
 
 
 def patient_list_count(*, hospital: Hospital, query: str = "", status: str = "",

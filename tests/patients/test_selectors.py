@@ -49,3 +49,17 @@ def test_count_is_the_lists_length(hospital, query, status, awaiting_review):
         assert len(listed) == 4
     if (query, status, awaiting_review) == ("khan", "", True):
         assert [p.mrn for p in listed] == ["KH-0"]
+
+
+def test_the_list_orders_by_name_then_mrn(hospital):
+    """The order of the indexes behind the list: patients of the same name by MRN, not by
+    when they were registered."""
+    with scope(hospital=hospital):
+        PatientFactory(hospital=hospital, mrn="ZZ-9", given_name="Ann", family_name="Smith")
+        PatientFactory(hospital=hospital, mrn="AA-1", given_name="Ann", family_name="Smith")
+        for filters in ({}, {"status": "carrier"}, {"query": "smith"}):
+            listed = [(p.family_name, p.given_name, p.mrn) for p in selectors.patient_list(hospital=hospital, **filters)]
+            assert listed == sorted(listed)
+            assert ("Smith", "Ann", "AA-1") in listed or filters.get("status")
+        assert [p.mrn for p in selectors.patient_list(hospital=hospital) if p.given_name == "Ann"
+                and p.family_name == "Smith"] == ["AA-1", "KH-5", "ZZ-9"]
