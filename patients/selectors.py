@@ -128,8 +128,8 @@ def status_change_recent(*, hospital: Hospital, limit: int = 10) -> list:
 
     Their ids first, from the index of the order, then those rows with their patients and
     authors: joined in one query, MariaDB may start from the users' table and sort every
-    change of the hospital for the page (90-190 ms for the benchmark's second and third
-    largest hospitals, against 1 ms)."""
+    change of the hospital for the page (it did for two of the benchmark's largest hospitals
+    after one sampling of the statistics: 95-190 ms, against under 1 ms)."""
     from .models import StatusChange
 
     ids = list(StatusChange.objects.filter(hospital=hospital).order_by("-changed_at", "-id")
