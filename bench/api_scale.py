@@ -22,8 +22,10 @@ middleware, bench/settings.py), and the pages MariaDB read into its InnoDB buffe
 request (its misses). The pool is compared with the database first; `--innodb-buffer-pool-mib`
 sets it for the run (put back afterwards), and a pool that can hold every index is warmed.
 Each request runs first with one client at a time (the service time), then with the concurrent clients.
-`--explain` prints MariaDB's EXPLAIN of every query that the API's and the portal's
-filters and orderings run, and flags full scans of the big tables. Needs MariaDB and Redis (see README "Performance")."""
+`--explain` prints MariaDB's EXPLAIN and the time of every query that the API's, the FHIR
+facade's and the portal's filters and orderings run, for each hospital measured, and flags full
+scans of the big tables, joins sorted in a temporary table and slow queries. Needs MariaDB and
+Redis (see README "Performance")."""
 
 from __future__ import annotations
 
@@ -61,7 +63,8 @@ def parse_args():
     p.add_argument("--screenings", type=int, default=500_000)
     p.add_argument("--clients", type=int, default=16, help="concurrent clients (%(default)s)")
     p.add_argument("--requests", type=int, default=320, help="requests per endpoint, all clients together")
-    p.add_argument("--explain", action="store_true", help="print EXPLAIN of the queries of every filter")
+    p.add_argument("--explain", action="store_true",
+                   help="print EXPLAIN and the time of the queries of every filter, for each hospital measured")
     p.add_argument("--innodb-buffer-pool-mib", type=int, metavar="MIB",
                    help="MariaDB's innodb_buffer_pool_size for the run, put back after it (default: the server's)")
     p.add_argument("--seed", type=int, default=7)
