@@ -16,6 +16,7 @@ from django import forms
 from django.contrib import admin
 from django.contrib.admin.options import TO_FIELD_VAR
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import UserChangeForm as DjangoUserChangeForm
 from django.core.exceptions import ValidationError
@@ -75,6 +76,19 @@ class NotFoundFirstMixin:
         return super().history_view(request, object_id, extra_context)
 
 
+class PrefetchChangeList(ChangeList):
+    """A changelist that reads the rows its `list_select_related` names by primary key, a
+    query per relation, instead of joining them: across hospitals (a platform admin's list)
+    MariaDB planned the join from the related table and sorted every row for a page of 100
+    (0.4-4.1 s on the benchmark's 500,000 screenings), where the list alone walks the index
+    of its order."""
+
+    def apply_select_related(self, qs):
+        if isinstance(self.list_select_related, (list, tuple)):
+            return qs.prefetch_related(*self.list_select_related)
+        return super().apply_select_related(qs)
+
+
 class TenantAdminMixin(NotFoundFirstMixin):
     """Limits a ModelAdmin to the requesting hospital admin's hospitals
     (openwisp-utils' MultitenantAdminMixin, adapted to memberships and scopes).
@@ -88,6 +102,9 @@ class TenantAdminMixin(NotFoundFirstMixin):
     denied_to_all: frozenset[str] = frozenset()
 
     # -- rows ------------------------------------------------------------------------------
+    def get_changelist(self, request, **kwargs):
+        return PrefetchChangeList
+
     def tenant_filter(self, request, queryset):
         ids = admin_hospital_ids(request)
         if ids is None:

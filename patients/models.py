@@ -81,6 +81,8 @@ class Patient(models.Model):
             models.Index(fields=["hospital", "updated_at"]),
             models.Index(fields=["hospital", "created_at"]),
             models.Index(fields=["hospital", "status_since"]),
+            # The admin's changelist across hospitals (a platform admin's), in its default order.
+            models.Index(fields=["family_name", "given_name"]),
         ]
         ordering = ["family_name", "given_name", "id"]
 
@@ -138,6 +140,8 @@ class StatusChange(HospitalChildModel):
             models.Index(fields=["hospital", "to_status"]),
             models.Index(fields=["hospital", "source"]),
             models.Index(fields=["hospital", "effective_date"]),
+            # The admin's changelist across hospitals (a platform admin's), in its default order.
+            models.Index(fields=["changed_at"]),
         ]
 
     def __str__(self):
@@ -175,6 +179,8 @@ class LabTest(HospitalChildModel):
             models.Index(fields=["hospital", "recorded_at"]),
             models.Index(fields=["hospital", "test_type"]),
             models.Index(fields=["hospital", "result"]),
+            # The admin's changelist across hospitals (a platform admin's), in its default order.
+            models.Index(fields=["sample_date"]),
         ]
 
     def __str__(self):

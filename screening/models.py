@@ -68,6 +68,8 @@ class Scan(HospitalChildModel):
             models.Index(fields=["patient", "sha256"]),
             models.Index(fields=["hospital", "uploaded_at"]),
             models.Index(fields=["hospital", "format"]),
+            # The admin's changelist across hospitals (a platform admin's), in its default order.
+            models.Index(fields=["uploaded_at"]),
         ]
 
     def __str__(self):
@@ -118,6 +120,8 @@ class Screening(HospitalChildModel):
             models.Index(fields=["hospital", "finished_at"]),
             models.Index(fields=["hospital", "started_at"]),
             models.Index(fields=["hospital", "enqueued_at"]),
+            # The admin's changelist across hospitals (a platform admin's), in its default order.
+            models.Index(fields=["created_at"]),
         ]
 
     def __str__(self):
@@ -132,6 +136,10 @@ class AiLabel(models.TextChoices):
     COVID = "covid", "COVID-19"
     PNEUMONIA = "pneumonia", "Other pneumonia"
     NORMAL = "normal", "Normal"
+
+
+#: The decisions the classifier writes (`AiResult.decision`), with their words for people.
+AI_DECISIONS = {"covid_suspected": "COVID-19 suspected", "covid_not_suspected": "COVID-19 not suspected"}
 
 
 class AiResult(HospitalChildModel):
@@ -172,6 +180,8 @@ class AiResult(HospitalChildModel):
             models.Index(fields=["hospital", "covid_positive"]),
             models.Index(fields=["hospital", "covid_probability"]),
             models.Index(fields=["hospital", "model_sha256"]),
+            # The admin's changelist across hospitals (a platform admin's), in its default order.
+            models.Index(fields=["created_at"]),
         ]
 
     def save(self, *args, **kwargs):
@@ -209,6 +219,8 @@ class Review(HospitalChildModel):
             models.Index(fields=["hospital", "reviewed_at"]),
             models.Index(fields=["hospital", "decision"]),
             models.Index(fields=["hospital", "clinical_label"]),
+            # The admin's changelist across hospitals (a platform admin's), in its default order.
+            models.Index(fields=["reviewed_at"]),
         ]
 
     def __str__(self):

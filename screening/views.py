@@ -26,7 +26,7 @@ from patients.models import Patient, Status
 
 from . import selectors, services
 from .forms import UNREVIEWED, ApplyStatusForm, ReviewForm, ScanUploadForm, WorklistFilterForm
-from .models import AiLabel, AiResult, Scan, ScanFormat, Screening, ScreeningStatus
+from .models import AI_DECISIONS, AiLabel, AiResult, Scan, ScanFormat, Screening, ScreeningStatus
 from .validation import PNG_SIGNATURE, sniff_format
 
 WORKLIST_PAGE_SIZE = 25
@@ -44,7 +44,6 @@ STATUS_HELP = {
     ScreeningStatus.CANNOT_ASSESS: ("The model cannot assess this image, so it gives no label. This is not a "
                                     "normal result: the film needs a human reading."),
 }
-DECISIONS = {"covid_suspected": "COVID-19 suspected", "covid_not_suspected": "COVID-19 not suspected"}
 EXTENSIONS = {ScanFormat.PNG: "png", ScanFormat.JPEG: "jpg", ScanFormat.DICOM: "dcm"}
 ORIGINAL_CONTENT_TYPES = {ScanFormat.DICOM: "application/dicom"}
 
@@ -166,7 +165,7 @@ def _live_context(request, screening: Screening, *, review_form=None, apply_form
         "patient": screening.patient,
         "result": result,
         "probabilities": _probability_rows(result) if result else [],
-        "decision_display": DECISIONS.get(result.decision, result.decision.replace("_", " ")) if result else "",
+        "decision_display": AI_DECISIONS.get(result.decision, result.decision.replace("_", " ")) if result else "",
         "status_help": STATUS_HELP.get(screening.status, ""),
         "reviews": reviews,
         "review_form": review_form,
@@ -211,7 +210,7 @@ def _result_json(request, result: AiResult | None) -> dict | None:
         "covid_positive": result.covid_positive,
         "threshold": result.threshold,
         "decision": result.decision,
-        "decision_display": DECISIONS.get(result.decision, result.decision),
+        "decision_display": AI_DECISIONS.get(result.decision, result.decision),
         "model_name": result.model_name,
         "model_version": result.model_version,
         "model_sha256_prefix": result.model_sha256[:12],
@@ -358,7 +357,7 @@ def _render_queue(request, *, selected_pk: int | None = None, review_form=None):
         result = selected.results.all()[0]
         context.update(scan=selected.scan, result=result, screening=selected, patient=selected.patient,
                        probabilities=_probability_rows(result),
-                       decision_display=DECISIONS.get(result.decision, result.decision.replace("_", " ")),
+                       decision_display=AI_DECISIONS.get(result.decision, result.decision.replace("_", " ")),
                        review_form=review_form or ReviewForm(initial={"clinical_label": result.label}))
         audit_record(action="view", object_type="screening", object_id=selected.pk, hospital=request.hospital,
                      request=request, detail={"patient": selected.patient_id, "via": "review worklist"})
