@@ -80,7 +80,7 @@ class PrefetchChangeList(ChangeList):
     """A changelist that reads the rows its `list_select_related` names by primary key, a
     query per relation, instead of joining them: across hospitals (a platform admin's list)
     MariaDB planned the join from the related table and sorted every row for a page of 100
-    (0.4-4.1 s on the benchmark's 500,000 screenings), where the list alone walks the index
+    (0.6-4.7 s a page on the benchmark database), where the list alone walks the index
     of its order."""
 
     def apply_select_related(self, qs):
