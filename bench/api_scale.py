@@ -23,8 +23,9 @@ request (its misses). The pool is compared with the database first; `--innodb-bu
 sets it for the run (put back afterwards), and a pool that can hold every index is warmed.
 Each request runs first with one client at a time (the service time), then with the concurrent clients.
 `--explain` prints MariaDB's EXPLAIN and the time of every query that the API's, the FHIR
-facade's and the portal's filters and orderings run, for each hospital measured, and flags full
-scans of the big tables, joins sorted in a temporary table and slow queries. Needs MariaDB and
+facade's and the portal's filters and orderings run, for each hospital measured, and of the
+admin's changelists of a platform admin, and flags full scans of the big tables, joins sorted in
+a temporary table and slow queries. Needs MariaDB and
 Redis (see README "Performance")."""
 
 from __future__ import annotations
@@ -498,32 +499,51 @@ def explain_paths(cred: dict) -> list[str]:
 
 
 SLOW_QUERY_MS = 5.0
+# The admin's changelists of the big tables, as a platform admin sees them: every hospital's rows.
+ADMIN_PATHS = [f"/admin/{name}/" for name in (
+    "patients/patient", "patients/statuschange", "patients/labtest", "screening/scan", "screening/screening",
+    "screening/airesult", "screening/review", "hospitals/auditevent")]
 
 
 def explain(creds: list[dict]) -> dict[str, int]:
     """Run each path in this process for every hospital measured and EXPLAIN and time (the
     median of three runs) its SELECTs. Prints the largest hospital's plans, then for each
     query the hospital where it ran slowest, with its plan where it differs (MariaDB picks a
-    plan from each hospital's statistics). Returns the counts of full scans of the big tables,
+    plan from each hospital's statistics); then the same for the admin's changelists
+    (ADMIN_PATHS) of a platform admin, once. Returns the counts of full scans of the big tables,
     of joins sorted in a temporary table (a plan that starts from a small table, then reads
     and sorts every row of the hospital for a page) and of queries slower than SLOW_QUERY_MS."""
     import statistics
 
+    from allauth.account.authentication import AUTHENTICATION_METHODS_SESSION_KEY
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
     from hospitals.models import User
 
-    def plans(cred: dict, path: str) -> list[tuple[str, list[dict], float]]:
-        if path.startswith("/h/"):
-            client = Client(HTTP_HOST="127.0.0.1")
-            client.force_login(User.objects.get(email=f"clinician@{cred['hospital'].slug}.bench"),
-                               backend="django.contrib.auth.backends.ModelBackend")
-        else:
-            client = Client(HTTP_HOST="127.0.0.1", HTTP_AUTHORIZATION=f"Bearer {cred['token']}")
+    def session(user, *, second_factor: bool = False) -> Client:
+        client = Client(HTTP_HOST="127.0.0.1")
+        client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+        if second_factor:  # as allauth records a TOTP code typed at sign-in
+            stored = client.session
+            stored[AUTHENTICATION_METHODS_SESSION_KEY] = [{"method": "mfa", "type": "totp", "at": time.time()}]
+            stored["account_authentication_methods_user"] = str(user.pk)
+            stored.save()
+        return client
+
+    def clients(cred: dict) -> dict[str, Client]:
+        return {"api": Client(HTTP_HOST="127.0.0.1", HTTP_AUTHORIZATION=f"Bearer {cred['token']}"),
+                "portal": session(User.objects.get(email=f"clinician@{cred['hospital'].slug}.bench"))}
+
+    def plans(client: Client, path: str) -> tuple[float, int, list[tuple[str, list[dict], float]]]:
+        """(the page's time in ms, its queries, (SQL, EXPLAIN rows, time in ms) of each SELECT
+        on a big table)."""
+        client.get(path)  # the page once before it is timed
         with CaptureQueriesContext(connection) as ctx:
+            t0 = time.perf_counter()
             status = client.get(path).status_code
+            page_ms = (time.perf_counter() - t0) * 1000
         assert status == 200, f"{path}: {status}"
         out = []
         for q in ctx.captured_queries:
@@ -541,7 +561,7 @@ def explain(creds: list[dict]) -> dict[str, int]:
                     cur.fetchall()
                     times.append((time.perf_counter() - t0) * 1000)
             out.append((sql, rows, statistics.median(times)))
-        return out
+        return page_ms, len(ctx.captured_queries), out
 
     def shape(rows: list[dict]) -> tuple:
         return tuple((r.get("table"), r.get("type"), r.get("key"), r.get("Extra") or "") for r in rows)
@@ -563,12 +583,24 @@ def explain(creds: list[dict]) -> dict[str, int]:
         for problem in found:
             print(f"     <-- {problem.upper()}")
 
+    def client_for(cred_clients: dict[str, Client], path: str) -> Client:
+        return cred_clients["portal" if path.startswith("/h/") else "api"]
+
     counts = {"full scan": 0, "sorted join": 0, "slow": 0}
     paths = [explain_paths(cred) for cred in creds]
-    for n, path in enumerate(paths[0]):
-        print(f"\n== {path}")
-        first = plans(creds[0], path)
-        others = [(cred["hospital"].slug, plans(cred, their[n])) for cred, their in zip(creds[1:], paths[1:])]
+    each = [clients(cred) for cred in creds]
+    platform_admin, _ = User.objects.get_or_create(email="platform-admin@bench.test",
+                                                   defaults={"is_staff": True, "is_superuser": True})
+    admin = session(platform_admin, second_factor=True)
+    for n, path in enumerate(paths[0] + ADMIN_PATHS):
+        if path in ADMIN_PATHS:
+            page_ms, n_queries, first = plans(admin, path)
+            others = []
+        else:
+            page_ms, n_queries, first = plans(client_for(each[0], path), path)
+            others = [(cred["hospital"].slug, plans(client_for(c, their[n]), their[n])[2])
+                      for cred, c, their in zip(creds[1:], each[1:], paths[1:])]
+        print(f"\n== {path}  (the page {page_ms:.0f} ms in process, {n_queries} queries)")
         for i, (sql, rows, ms) in enumerate(first):
             found = problems(rows, ms)
             show(sql, rows, ms, found)
