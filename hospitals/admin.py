@@ -433,23 +433,34 @@ class MembershipAdmin(TenantAdminMixin, admin.ModelAdmin):
                 services.membership_deactivate(membership=current, actor=request.user, request=request)
 
 
+class ExactValueFilter(admin.SimpleListFilter):
+    """A filter on one column's value whose choices come from `lookups`, not from Django's
+    all-values filter, which reads that column of every row of the list for them."""
+
+    field: str
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.parameter_name = f"{cls.field}__exact"
+
+    def queryset(self, request, queryset):
+        return queryset.filter(**{self.field: self.value()}) if self.value() else queryset
+
+
 # --- Audit trail ----------------------------------------------------------------------------------
-class ObjectTypeFilter(admin.SimpleListFilter):
+class ObjectTypeFilter(ExactValueFilter):
     """The kinds of object audited, read from the (object type, object id) index one value at
     a time. Across hospitals: a kind is a name from the code, not a hospital's data. Django's
     filter of all values would read every entry of the admin's hospitals for its choices, and
     the trail grows with every read of a patient."""
 
     title = "object type"
-    parameter_name = "object_type__exact"
+    field = "object_type"
 
     def lookups(self, request, model_admin):
         with scopes_disabled():
             kinds = list(AuditEvent.objects.order_by("object_type").values_list("object_type", flat=True).distinct())
         return [(kind, kind) for kind in kinds]
-
-    def queryset(self, request, queryset):
-        return queryset.filter(object_type=self.value()) if self.value() else queryset
 
 
 @admin.register(AuditEvent)

@@ -13,7 +13,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from hospitals.admin import HospitalFilter, TenantAdminMixin
+from hospitals.admin import ExactValueFilter, HospitalFilter, TenantAdminMixin
 from hospitals.audit import audit_record
 
 from .models import AI_DECISIONS, AiResult, Review, Scan, Screening
@@ -101,18 +101,15 @@ class ScreeningAdmin(ReadOnlyScreeningAdmin):
         return _portal_link(obj, "screening:detail", f"screening #{obj.pk}", obj.pk)
 
 
-class DecisionFilter(admin.SimpleListFilter):
+class DecisionFilter(ExactValueFilter):
     """The classifier's decisions, named from the code: Django's filter of all values read
     every result's decision for its choices (330 ms across 490,000 results)."""
 
     title = "decision"
-    parameter_name = "decision__exact"
+    field = "decision"
 
     def lookups(self, request, model_admin):
         return list(AI_DECISIONS.items())
-
-    def queryset(self, request, queryset):
-        return queryset.filter(decision=self.value()) if self.value() else queryset
 
 
 @admin.register(AiResult)
