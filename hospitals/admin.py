@@ -100,6 +100,7 @@ class TenantAdminMixin(NotFoundFirstMixin):
 
     tenant_path = "hospital_id"
     hospital_admin_policy: dict[str, str | None] = {}
+    change_list_template = "admin/tenant_change_list.html"  # the date hierarchy through the index
     denied_to_all: frozenset[str] = frozenset()
 
     # -- rows ------------------------------------------------------------------------------
