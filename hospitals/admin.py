@@ -232,7 +232,20 @@ class TenantInlineMixin:
         return ids is None or bool(ids)
 
 
-HospitalFilter = ("hospital", admin.RelatedOnlyFieldListFilter)
+class RelatedHospitalsFilter(admin.RelatedOnlyFieldListFilter):
+    """The hospitals that hold rows of the list, their ids read from the list's (hospital, ...)
+    index one value at a time ("Using index for group-by"). Django's filter asks for them with
+    `hospital IN (SELECT hospital_id FROM <table>)`, which MariaDB answered by materializing the
+    id of every row: 90 ms for a platform admin's screenings on the benchmark database."""
+
+    def field_choices(self, field, request, model_admin):
+        ids = (model_admin.get_queryset(request).order_by(self.field_path)
+               .values_list(self.field_path, flat=True).distinct())
+        return field.get_choices(include_blank=False, limit_choices_to={"pk__in": list(ids)},
+                                 ordering=self.field_admin_ordering(field, request, model_admin))
+
+
+HospitalFilter = ("hospital", RelatedHospitalsFilter)
 
 
 class RequestForm(forms.ModelForm):
@@ -442,26 +455,34 @@ class ExactValueFilter(admin.SimpleListFilter):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        cls.parameter_name = f"{cls.field}__exact"
+        if hasattr(cls, "field"):
+            cls.parameter_name = f"{cls.field}__exact"
 
     def queryset(self, request, queryset):
         return queryset.filter(**{self.field: self.value()}) if self.value() else queryset
 
 
-# --- Audit trail ----------------------------------------------------------------------------------
-class ObjectTypeFilter(ExactValueFilter):
-    """The kinds of object audited, read from the (object type, object id) index one value at
-    a time. Across hospitals: a kind is a name from the code, not a hospital's data. Django's
-    filter of all values would read every entry of the admin's hospitals for its choices, and
-    the trail grows with every read of a patient."""
-
-    title = "object type"
-    field = "object_type"
+class IndexedValuesFilter(ExactValueFilter):
+    """Choices: the column's values across hospitals, read from an index that starts with
+    the column one value at a time ("Using index for group-by"). For columns whose values are
+    names from the code or the deployment, not a hospital's data; what the filter shows stays
+    the admin's hospitals' rows. Django's filter of all values reads the column of every row
+    of the admin's hospitals for its choices."""
 
     def lookups(self, request, model_admin):
         with scopes_disabled():
-            kinds = list(AuditEvent.objects.order_by("object_type").values_list("object_type", flat=True).distinct())
-        return [(kind, kind) for kind in kinds]
+            values = list(model_admin.model._default_manager.order_by(self.field)
+                          .values_list(self.field, flat=True).distinct())
+        return [(value, value) for value in values]
+
+
+# --- Audit trail ----------------------------------------------------------------------------------
+class ObjectTypeFilter(IndexedValuesFilter):
+    """The kinds of object audited (the (object type, object id) index). The trail grows with
+    every read of a patient."""
+
+    title = "object type"
+    field = "object_type"
 
 
 @admin.register(AuditEvent)

@@ -13,7 +13,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from hospitals.admin import ExactValueFilter, HospitalFilter, TenantAdminMixin
+from hospitals.admin import ExactValueFilter, HospitalFilter, IndexedValuesFilter, TenantAdminMixin
 from hospitals.audit import audit_record
 
 from .models import AI_DECISIONS, AiResult, Review, Scan, Screening
@@ -112,6 +112,15 @@ class DecisionFilter(ExactValueFilter):
         return list(AI_DECISIONS.items())
 
 
+class ModelVersionFilter(IndexedValuesFilter):
+    """The classifier versions that made results (their own index): Django's filter of all
+    values read every result of the admin's hospitals for them (0.9 s for the largest
+    hospital's admin on the benchmark database)."""
+
+    title = "model version"
+    field = "model_version"
+
+
 @admin.register(AiResult)
 class AiResultAdmin(ReadOnlyScreeningAdmin):
     """Immutable: no add, change or delete for anyone, superusers included."""
@@ -119,7 +128,7 @@ class AiResultAdmin(ReadOnlyScreeningAdmin):
     audit_object_type = "airesult"
     list_display = ["id", "screening", "label", "covid_probability", "decision", "model_version", "created_at",
                     "hospital"]
-    list_filter = ["label", DecisionFilter, "model_version", HospitalFilter]
+    list_filter = ["label", DecisionFilter, ModelVersionFilter, HospitalFilter]
     search_fields = ["patient__mrn", "model_version"]
     list_select_related = ["screening", "hospital"]
     fields = ["hospital", "patient", "screening", "label", "probabilities", "covid_probability", "covid_positive",

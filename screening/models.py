@@ -182,6 +182,8 @@ class AiResult(HospitalChildModel):
             models.Index(fields=["hospital", "model_sha256"]),
             # The admin's changelist across hospitals (a platform admin's), in its default order.
             models.Index(fields=["created_at"]),
+            # The admin's model-version filter: its choices, one index dive per version.
+            models.Index(fields=["model_version"]),
         ]
 
     def save(self, *args, **kwargs):

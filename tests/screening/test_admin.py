@@ -184,3 +184,26 @@ def test_the_decision_filter_needs_no_query_for_its_choices(worlds, superuser):
         AiResult.objects.filter(pk=a.result.pk).update(decision="covid_not_suspected")
     shown = client.get(url, {"decision__exact": "covid_not_suspected"}).context["cl"].result_list
     assert [r.pk for r in shown] == [a.result.pk]
+
+
+def test_the_model_version_filter_reads_its_choices_from_the_index_and_shows_only_own_results(worlds):
+    """Its choices are the classifier versions of every hospital's results (the deployment's
+    names), read without the hospital's rows; what it shows stays the admin's hospital's."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    a, b = worlds
+    with scopes_disabled():
+        AiResult.objects.filter(pk=b.result.pk).update(model_version="9.9.9")
+    client = client_for(a.admin)
+    url = reverse(f"{info(AiResult)}_changelist")
+    with CaptureQueriesContext(connection) as queries:
+        page = client.get(url)
+    choices = [c["display"] for spec in page.context["cl"].filter_specs if spec.title == "model version"
+               for c in spec.choices(page.context["cl"])]
+    assert {a.result.model_version, "9.9.9"} <= set(choices)
+    versions_sql = [q["sql"] for q in queries.captured_queries if "DISTINCT" in q["sql"] and "model_version" in q["sql"]]
+    assert versions_sql and all("hospital_id" not in sql for sql in versions_sql)
+    shown = {r.pk for r in client.get(url, {"model_version__exact": a.result.model_version}).context["cl"].result_list}
+    assert shown == {a.result.pk}
+    assert not client.get(url, {"model_version__exact": "9.9.9"}).context["cl"].result_list
