@@ -220,8 +220,9 @@ def _seed(args, connection) -> dict:
                       "film.png", 68, sha, "png", 1, 1, 8, "", "", "", None))
         finished = created + datetime.timedelta(seconds=rng.randint(2, 60))
         status = "done" if rng.random() < 0.98 else rng.choice(["cannot_assess", "failed", "queued"])
-        screenings.append((sid, hid, pid, sid, status, 1, "", "", "bench", created, created, created,
-                           None if status == "queued" else finished))
+        # The last value, the reading queue's key, is set below for a result nobody reviews.
+        screenings.append([sid, hid, pid, sid, status, 1, "", "", "bench", created, created, created,
+                           None if status == "queued" else finished, None])
         if status != "done":
             continue
         covid = rng.random()
@@ -234,13 +235,16 @@ def _seed(args, connection) -> dict:
         if rng.random() < 0.33:
             reviews.append((hid, pid, sid, sid, "confirm", label, label == "covid", "Bench review", uid,
                             finished + datetime.timedelta(hours=rng.randint(1, 48))))
+        else:
+            screenings[-1][-1] = covid
     insert(table(Scan), ["id", "hospital_id", "patient_id", "uploaded_by_id", "uploaded_at", "file", "preview",
                          "decoded", "decoded_sha256", "original_filename", "size_bytes", "sha256", "format",
                          "width", "height", "bit_depth", "view_position", "study_uid", "series_uid",
                          "duplicate_of_id"], scans)
     print(f"  {len(scans)} scans: {time.perf_counter() - t:.1f} s", flush=True)
     insert(table(Screening), ["id", "hospital_id", "patient_id", "scan_id", "status", "attempts", "reason", "task_id",
-                              "worker", "created_at", "enqueued_at", "started_at", "finished_at"], screenings)
+                              "worker", "created_at", "enqueued_at", "started_at", "finished_at", "review_priority"],
+           screenings)
     print(f"  {len(screenings)} screenings: {time.perf_counter() - t:.1f} s", flush=True)
     insert(table(AiResult), ["id", "hospital_id", "patient_id", "screening_id", "probabilities", "label",
                              "covid_probability", "covid_positive", "decision", "threshold", "model_name",
@@ -598,14 +602,14 @@ def explain(creds: list[dict]) -> dict[str, int]:
     with scopes_disabled():
         Membership.objects.get_or_create(user=hospital_admin, hospital=creds[0]["hospital"],
                                          defaults={"role": Role.HOSPITAL_ADMIN})
-    admins = {"platform admin": session(platform_admin, second_factor=True),
+    admins = {"a platform admin": session(platform_admin, second_factor=True),
               "the largest hospital's admin": session(hospital_admin, second_factor=True)}
     admin_pages = [(who, path) for who in admins for path in ADMIN_PATHS]
     for n, path in enumerate(paths[0] + admin_pages):
         if isinstance(path, tuple):
             who, path = path
             page_ms, n_queries, first = plans(admins[who], path)
-            path = f"{path} as the {who}"
+            path = f"{path} as {who}"
             others = []
         else:
             page_ms, n_queries, first = plans(client_for(each[0], path), path)

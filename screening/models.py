@@ -109,10 +109,16 @@ class Screening(HospitalChildModel):
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The reading queue's key: the COVID-19 probability of the latest result while the
+    # screening awaits its review (done, not reviewed), else null. Written with the result and
+    # cleared with the review (`services`), so the queue walks an index instead of computing
+    # every waiting screening's latest result and sorting them for each page.
+    review_priority = models.FloatField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
+            models.Index(fields=["hospital", "status", "-review_priority", "created_at", "id"]),
             models.Index(fields=["status", "enqueued_at"]),
             models.Index(fields=["hospital", "-created_at"]),
             models.Index(fields=["hospital", "status"]),

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from django.db.models import F, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import Prefetch, QuerySet
 
 from hospitals.models import Hospital
 from patients.models import LabResult, LabTest, Patient, Status, TRANSITIONS
@@ -95,14 +95,13 @@ def screening_worklist(*, hospital: Hospital, status: str = "", unreviewed: bool
 
 def review_queue(*, hospital: Hospital) -> QuerySet[Screening]:
     """The radiologists' reading queue: finished screenings (done) nobody has reviewed yet,
-    the highest COVID-19 probability first, then the longest waiting (oldest upload)."""
+    the highest COVID-19 probability first, then the longest waiting (oldest upload).
+    `review_priority` (see the model) holds the key, in the order of an index."""
     from .models import ScreeningStatus
 
-    latest = AiResult.objects.filter(screening=OuterRef("pk")).order_by("-created_at", "-id")
     return (
-        Screening.objects.filter(hospital=hospital, status=ScreeningStatus.DONE, reviews__isnull=True)
-        .annotate(covid_probability=Subquery(latest.values("covid_probability")[:1]))
+        Screening.objects.filter(hospital=hospital, status=ScreeningStatus.DONE, review_priority__isnull=False)
         .select_related("patient", "scan")
         .prefetch_related(Prefetch("results", queryset=AiResult.objects.order_by("-created_at", "-id")))
-        .order_by(F("covid_probability").desc(nulls_last=True), "created_at", "id")
+        .order_by("-review_priority", "created_at", "id")
     )

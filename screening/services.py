@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
@@ -205,8 +205,9 @@ def screening_release(*, task_id: str, keep: int) -> int:
     return count
 
 
-def _finish(screening: Screening, status: str, reason: str = "") -> None:
-    Screening.objects.filter(pk=screening.pk).update(status=status, reason=reason, finished_at=timezone.now())
+def _finish(screening: Screening, status: str, reason: str = "", **fields) -> None:
+    Screening.objects.filter(pk=screening.pk).update(status=status, reason=reason, finished_at=timezone.now(),
+                                                     **fields)
     screening.status, screening.reason = status, reason
 
 
@@ -246,7 +247,11 @@ def screening_store_result(*, screening: Screening, prediction: dict, overlay: b
     try:
         with transaction.atomic():
             result.save()
-            _finish(screening, ScreeningStatus.DONE)
+            # The reading queue's key: this result's probability, unless a review of an earlier
+            # result (another model version) already took the screening off the queue.
+            reviewed = Exists(Review.objects.filter(screening=OuterRef("pk")))
+            _finish(screening, ScreeningStatus.DONE,
+                    review_priority=Case(When(reviewed, then=None), default=Value(result.covid_probability)))
             _emit_screening_event(screening, result)
             # Last: the audit append locks the hospital's chain head until the commit.
             audit_record(action="create", object_type="airesult", object_id=result.pk,
@@ -301,6 +306,7 @@ def review_create(*, result: AiResult, decision: str, clinical_label: str, radio
             result=result, decision=decision, clinical_label=clinical_label,
             radiological_signs=radiological_signs, reason=reason.strip(), reviewer=actor,
         )
+        Screening.objects.filter(pk=result.screening_id).update(review_priority=None)  # off the reading queue
         audit_record(action="create", object_type="review", object_id=review.pk, hospital=result.hospital,
                      actor=actor, request=request, detail={"screening": result.screening_id, "decision": decision})
         event_emit(hospital=result.hospital, event="review.recorded", payload=webhook_payloads.review_data(review))

@@ -295,3 +295,67 @@ def test_unexpected_error_fails_at_once_and_is_not_retried(screening, stub):
     final = reload(screening)
     assert (final.status, final.attempts, predictor.calls) == (ScreeningStatus.FAILED, 1, 1)
     assert "KeyError" in final.reason and "not retried" in final.reason
+
+
+def test_the_reading_queue_key_follows_results_and_reviews(db, world):
+    """`review_priority`, kept by the services, gives the queue the definition reads from
+    the results and reviews themselves: done, no review, the latest result's COVID-19
+    probability first, then the oldest. Another hospital's screenings never join it."""
+    import importlib
+
+    from django.apps import apps
+    from django.db.models import F, OuterRef, Subquery
+
+    from hospitals.models import Role
+    from screening.selectors import review_queue
+
+    from ..factories import HospitalFactory, MembershipFactory, PatientFactory, UserFactory
+
+    def store(screening, covid, version="test-1"):
+        answer = prediction(version=version).to_dict() | {"covid_probability": covid}
+        claimed = services.screening_claim(screening_id=screening.pk, task_id=f"t-{version}") or screening
+        return services.screening_store_result(screening=claimed, prediction=answer, overlay=None)
+
+    def review(result):
+        services.review_create(result=result, decision="confirm", clinical_label=result.label,
+                               radiological_signs=False, reason="Read.", actor=world.uploader)
+
+    def upload(n, hospital=world.hospital, patient=world.patient):
+        with scope(hospital=hospital):
+            return services.scan_upload(patient=patient, data=png_bytes(), filename=f"{n}.png",
+                                        actor=world.uploader)
+
+    def by_definition(hospital):
+        latest = AiResult.objects.filter(screening=OuterRef("pk")).order_by("-created_at", "-id")
+        return list(Screening.objects.filter(hospital=hospital, status=ScreeningStatus.DONE, reviews__isnull=True)
+                    .annotate(p=Subquery(latest.values("covid_probability")[:1]))
+                    .order_by(F("p").desc(nulls_last=True), "created_at", "id").values_list("pk", "p"))
+
+    other = HospitalFactory(name="Other General", slug="other")
+    with scopes_disabled():
+        MembershipFactory(user=world.uploader, hospital=other, role=Role.CLINICIAN)
+        other_patient = PatientFactory(hospital=other, mrn="OTHER-1")
+    s = [upload(n) for n in range(7)]
+    elsewhere = upload(99, other, other_patient)
+    with scope(hospital=world.hospital):
+        store(s[0], 0.40)                                    # waiting
+        store(s[1], 0.70)
+        store(s[1], 0.20, version="test-2")                  # waiting, by its latest result
+        review(store(s[2], 0.90))                            # reviewed: off the queue
+        review(store(s[3], 0.95))
+        store(s[3], 0.99, version="test-2")                  # a later model's result does not put it back
+        store(s[4], 0.40)                                    # a tie with s[0]: the older first
+        services.screening_finish(screening=s[5], status=ScreeningStatus.CANNOT_ASSESS, reason="Blurred.")
+        # s[6] stays queued
+    with scope(hospital=other):
+        store(elsewhere, 0.97)
+    with scope(hospital=world.hospital):
+        queue = list(review_queue(hospital=world.hospital).values_list("pk", "review_priority"))
+        assert queue == by_definition(world.hospital) == [(s[0].pk, 0.40), (s[4].pk, 0.40), (s[1].pk, 0.20)]
+    with scopes_disabled():
+        # The migration that added the key sets it the same way from the rows alone.
+        kept = dict(Screening.objects.values_list("pk", "review_priority"))
+        Screening.objects.update(review_priority=None)
+        importlib.import_module("screening.migrations.0008_screening_review_priority").waiting_screenings_priority(
+            apps, None)
+        assert dict(Screening.objects.values_list("pk", "review_priority")) == kept
