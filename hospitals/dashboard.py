@@ -29,7 +29,7 @@ from django.utils.translation import ngettext
 
 from hospitals.models import Hospital
 from patients.models import Patient, Status, StatusChange
-from screening.models import AiLabel, AiResult, Review, Screening, ScreeningStatus
+from screening.models import AWAITING_REVIEW, AiLabel, AiResult, Review, Screening
 
 DAYS = 30  # the charts and the review figures cover the last 30 days, today included
 WINDOWS = (7, 30)  # status count changes over these many days
@@ -118,7 +118,7 @@ def screenings_per_day(*, hospital: Hospital, today: datetime.date) -> dict:
 def pending_reviews(*, hospital: Hospital) -> dict:
     """Screenings with an AI result that nobody has reviewed yet: how many, and when the
     oldest of them was uploaded. One query."""
-    return (Screening.objects.filter(hospital=hospital, status=ScreeningStatus.DONE, reviews__isnull=True)
+    return (Screening.objects.filter(AWAITING_REVIEW, hospital=hospital)
             .aggregate(count=Count("id"), oldest=Min("created_at")))
 
 

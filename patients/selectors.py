@@ -14,9 +14,9 @@ from .models import LabResult, Patient, Status
 def _patient_search(*, hospital: Hospital, query: str, status: str, awaiting_review: bool):
     """The patients the filters keep, and the search's MRN and name conditions (None
     without a search)."""
-    from screening.models import Screening, ScreeningStatus
+    from screening.models import AWAITING_REVIEW, Screening
 
-    unreviewed = Screening.objects.filter(patient=OuterRef("pk"), status=ScreeningStatus.DONE, reviews__isnull=True)
+    unreviewed = Screening.objects.filter(AWAITING_REVIEW, patient=OuterRef("pk"))
     qs = Patient.objects.filter(hospital=hospital).annotate(awaiting_review=Exists(unreviewed))
     if status in Status.values:
         qs = qs.filter(status=status)

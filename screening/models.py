@@ -9,6 +9,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from patients.models import HospitalChildModel, Patient
 
 
@@ -91,6 +92,9 @@ class ScreeningStatus(models.TextChoices):
 
 FINAL_STATUSES = frozenset({ScreeningStatus.DONE, ScreeningStatus.FAILED, ScreeningStatus.REJECTED,
                             ScreeningStatus.CANNOT_ASSESS})
+# Awaiting a review: read by the model (done) and not reviewed, which `review_priority` holds
+# (see Screening) in an index of (hospital, status, review_priority, created_at).
+AWAITING_REVIEW = Q(status=ScreeningStatus.DONE, review_priority__isnull=False)
 
 
 class Screening(HospitalChildModel):

@@ -7,7 +7,7 @@ from django.db.models import Prefetch, QuerySet
 from hospitals.models import Hospital
 from patients.models import LabResult, LabTest, Patient, Status, TRANSITIONS
 
-from .models import AiResult, Review, Scan, Screening
+from .models import AWAITING_REVIEW, AiResult, Review, Scan, Screening
 
 
 def screening_list(*, patient: Patient) -> QuerySet[Screening]:
@@ -82,7 +82,7 @@ def screening_worklist(*, hospital: Hospital, status: str = "", unreviewed: bool
 
     qs = Screening.objects.filter(hospital=hospital)
     if unreviewed:
-        qs = qs.filter(status=ScreeningStatus.DONE, reviews__isnull=True)
+        qs = qs.filter(AWAITING_REVIEW)
     elif status in ScreeningStatus.values:
         qs = qs.filter(status=status)
     return (
@@ -97,10 +97,8 @@ def review_queue(*, hospital: Hospital) -> QuerySet[Screening]:
     """The radiologists' reading queue: finished screenings (done) nobody has reviewed yet,
     the highest COVID-19 probability first, then the longest waiting (oldest upload).
     `review_priority` (see the model) holds the key, in the order of an index."""
-    from .models import ScreeningStatus
-
     return (
-        Screening.objects.filter(hospital=hospital, status=ScreeningStatus.DONE, review_priority__isnull=False)
+        Screening.objects.filter(AWAITING_REVIEW, hospital=hospital)
         .select_related("patient", "scan")
         .prefetch_related(Prefetch("results", queryset=AiResult.objects.order_by("-created_at", "-id")))
         .order_by("-review_priority", "created_at", "id")

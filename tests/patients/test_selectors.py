@@ -4,13 +4,11 @@ that match by MRN, by name, by both at once, and with the status and review filt
 import datetime
 
 import pytest
-from django.utils import timezone
 from django_scopes import scope
 
 from patients import selectors
 from patients.models import Patient
-from screening.models import Screening
-from tests.factories import HospitalFactory, PatientFactory, screening_for
+from tests.factories import HospitalFactory, PatientFactory, airesult_for, screening_for
 
 
 @pytest.fixture
@@ -29,8 +27,7 @@ def hospital(db, make_member):
         # The MRN and the name both match "Smi": counted once.
         PatientFactory(hospital=hospital, mrn="SMI-1", given_name="Eve", family_name="Smith")
         waiting = Patient.objects.get(mrn="KH-0")
-        Screening.objects.filter(pk=screening_for(waiting, actor=clinician).pk).update(
-            status="done", finished_at=timezone.now())
+        airesult_for(screening_for(waiting, actor=clinician))  # read by the model, not reviewed
     with scope(hospital=other):
         PatientFactory(hospital=other, mrn="KH-0", given_name="Ann", family_name="Khan",
                        birth_date=datetime.date(1990, 1, 1))
