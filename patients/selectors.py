@@ -21,7 +21,9 @@ def _patient_search(*, hospital: Hospital, query: str, status: str, awaiting_rev
     if status in Status.values:
         qs = qs.filter(status=status)
     if awaiting_review:
-        qs = qs.filter(awaiting_review=True)
+        # The patients of the hospital's waiting screenings, from the reading queue's index (it
+        # ends with the patient), rather than a probe of each patient's screenings.
+        qs = qs.filter(pk__in=Screening.objects.filter(AWAITING_REVIEW, hospital=hospital).values("patient_id"))
     query = query.strip()
     if not query:
         return qs, None, None

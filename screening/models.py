@@ -93,7 +93,7 @@ class ScreeningStatus(models.TextChoices):
 FINAL_STATUSES = frozenset({ScreeningStatus.DONE, ScreeningStatus.FAILED, ScreeningStatus.REJECTED,
                             ScreeningStatus.CANNOT_ASSESS})
 # Awaiting a review: read by the model (done) and not reviewed, which `review_priority` holds
-# (see Screening) in an index of (hospital, status, review_priority, created_at).
+# (see Screening) in an index of (hospital, status, review_priority, created_at, id, patient).
 AWAITING_REVIEW = Q(status=ScreeningStatus.DONE, review_priority__isnull=False)
 
 
@@ -122,7 +122,8 @@ class Screening(HospitalChildModel):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
-            models.Index(fields=["hospital", "status", "-review_priority", "created_at", "id"]),
+            # The reading queue in its order; the patient last, for the patients awaiting review.
+            models.Index(fields=["hospital", "status", "-review_priority", "created_at", "id", "patient"]),
             models.Index(fields=["status", "enqueued_at"]),
             models.Index(fields=["hospital", "-created_at"]),
             models.Index(fields=["hospital", "status"]),
