@@ -211,6 +211,14 @@ def _finish(screening: Screening, status: str, reason: str = "", **fields) -> No
     screening.status, screening.reason = status, reason
 
 
+def review_priority_for(result: AiResult):
+    """The reading queue's key a new result gives its screening (an expression for the
+    screening's UPDATE): the result's COVID-19 probability, unless a review of an earlier
+    result (another model version) already took the screening off the queue."""
+    reviewed = Exists(Review.objects.filter(screening=OuterRef("pk")))
+    return Case(When(reviewed, then=None), default=Value(result.covid_probability))
+
+
 def _emit_screening_event(screening: Screening, result: AiResult | None = None) -> None:
     """The webhook of a finished screening, in the caller's transaction: done and
     cannot_assess are screening.completed, failed and rejected screening.failed."""
@@ -247,11 +255,7 @@ def screening_store_result(*, screening: Screening, prediction: dict, overlay: b
     try:
         with transaction.atomic():
             result.save()
-            # The reading queue's key: this result's probability, unless a review of an earlier
-            # result (another model version) already took the screening off the queue.
-            reviewed = Exists(Review.objects.filter(screening=OuterRef("pk")))
-            _finish(screening, ScreeningStatus.DONE,
-                    review_priority=Case(When(reviewed, then=None), default=Value(result.covid_probability)))
+            _finish(screening, ScreeningStatus.DONE, review_priority=review_priority_for(result))
             _emit_screening_event(screening, result)
             # Last: the audit append locks the hospital's chain head until the commit.
             audit_record(action="create", object_type="airesult", object_id=result.pk,

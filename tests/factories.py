@@ -180,7 +180,8 @@ def airesult_for(screening, *, covid: float = 0.82, heatmap: bool = True, model_
     screening marked done. Call inside the hospital scope."""
     from django.core.files.base import ContentFile
 
-    from screening.models import AiResult, Review, Screening
+    from screening.models import AiResult, Screening
+    from screening.services import review_priority_for
 
     rest = 1.0 - covid
     probabilities = {"covid": covid, "pneumonia": round(rest * 0.6, 6), "normal": round(rest * 0.4, 6)}
@@ -196,8 +197,7 @@ def airesult_for(screening, *, covid: float = 0.82, heatmap: bool = True, model_
     if heatmap:
         result.heatmap.save("heatmap", ContentFile(heatmap_overlay()), save=False)
     result.save()
-    reviewed = Review.objects.filter(screening=screening).exists()  # the reading queue's key, as the service sets it
-    Screening.objects.filter(pk=screening.pk).update(status="done", review_priority=None if reviewed else covid)
+    Screening.objects.filter(pk=screening.pk).update(status="done", review_priority=review_priority_for(result))
     screening.refresh_from_db()
     return result
 
