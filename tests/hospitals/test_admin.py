@@ -7,7 +7,9 @@ from html.parser import HTMLParser
 
 import pytest
 from django.contrib import admin
+from django.db import connection
 from django.test import Client, RequestFactory
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django_scopes import scope, scopes_disabled
 
@@ -17,7 +19,7 @@ from patients.models import LabTest, Patient, StatusChange
 from screening.models import AiResult, Review, Scan, Screening
 from webhooks.models import Attempt, Delivery, Endpoint
 
-from ..factories import UserFactory, add_screening, add_webhook, hospital_world
+from ..factories import HospitalFactory, UserFactory, add_screening, add_webhook, hospital_world
 
 
 class FormValues(HTMLParser):
@@ -557,9 +559,6 @@ def test_superuser_creates_a_hospital_a_user_and_a_membership(db, superuser):
 def test_audit_object_type_filter_lists_the_kinds_and_shows_only_own_entries(worlds):
     """Its choices are the kinds of object audited anywhere (names from the code, read from
     their index without the hospital's entries); what it shows stays the admin's hospital's."""
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
     from hospitals.audit import audit_record
 
     a, b = worlds
@@ -586,11 +585,6 @@ def test_audit_object_type_filter_lists_the_kinds_and_shows_only_own_entries(wor
 def test_the_hospital_filter_lists_the_hospitals_with_rows_from_their_index(worlds, superuser, model):
     """Its choices are the hospitals that hold rows of the list (of the admin's hospitals
     only), their ids read as distinct values, not through `IN (SELECT hospital_id ...)`."""
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    from ..factories import HospitalFactory
-
     a, b = worlds
     HospitalFactory(name="Gamma Empty", slug="gamma")  # no rows: not a choice
     url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")

@@ -4,7 +4,9 @@ audited. The generic tenant checks over every admin are in tests/hospitals/test_
 
 import pytest
 from django.contrib import admin
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django_scopes import scopes_disabled
 
@@ -151,9 +153,6 @@ def test_registered_with_the_tenant_mixin():
 def test_a_changelist_reads_its_page_without_joins(worlds, superuser, model):
     """The page's rows come from the model's table alone, in the changelist's order, and the
     related rows it shows by primary key (joined, MariaDB could sort every row for a page)."""
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
     client = client_for(superuser)
     with CaptureQueriesContext(connection) as queries:
         page = client.get(reverse(f"{info(model)}_changelist"))
@@ -170,9 +169,6 @@ def test_a_changelist_reads_its_page_without_joins(worlds, superuser, model):
 
 
 def test_the_decision_filter_needs_no_query_for_its_choices(worlds, superuser):
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
     a, _ = worlds
     client = client_for(superuser)
     url = reverse(f"{info(AiResult)}_changelist")
@@ -189,9 +185,6 @@ def test_the_decision_filter_needs_no_query_for_its_choices(worlds, superuser):
 def test_the_model_version_filter_reads_its_choices_from_the_index_and_shows_only_own_results(worlds):
     """Its choices are the classifier versions of every hospital's results (the deployment's
     names), read without the hospital's rows; what it shows stays the admin's hospital's."""
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
     a, b = worlds
     with scopes_disabled():
         AiResult.objects.filter(pk=b.result.pk).update(model_version="9.9.9")
