@@ -109,6 +109,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "hospitals.context_processors.tenant",
             ],
+            "builtins": ["hospitals.templatetags.iso_dates"],
         },
     },
 ]
