@@ -11,7 +11,7 @@ from patients import services as patient_services
 from patients.models import Patient, StatusChange
 from screening.models import AiResult, Review
 
-from .base import assert_outcome, entries, fhir_json, ids, search_url
+from .base import assert_outcome, entries, fhir_json, ids, read_url, search_url
 
 UTC = datetime.timezone.utc
 
@@ -135,6 +135,23 @@ def test_diagnostic_report_last_updated_follows_the_latest_review(worlds, fhir_a
     # The unreviewed screening's lastUpdated is its AI result's time.
     assert ids(search(api, "DiagnosticReport", _lastUpdated="lt2031")) == [str(a.dicom_screening.pk)]
 
+
+
+def test_a_screening_without_an_ai_result_is_no_diagnostic_report(worlds, fhir_api):
+    from tests.factories import screening_for
+
+    a, _ = worlds
+    _, api = fhir_api
+    with scope(hospital=a.hospital):
+        queued = screening_for(a.patient, actor=a.clinician, filename="queued.png")
+        cannot = screening_for(a.patient, actor=a.clinician, status="cannot_assess", reason="no lungs", seed=3)
+    reported = sorted([str(a.screening.pk), str(a.dicom_screening.pk)])
+    for params in ({}, {"patient": a.patient.pk}, {"date": "ge2000"}, {"_count": "1"}):
+        body = search(api, "DiagnosticReport", **params)
+        assert body["total"] == 2, params
+    assert sorted(ids(search(api, "DiagnosticReport", patient=a.patient.pk))) == reported
+    for screening in (queued, cannot):
+        assert_outcome(api.get(read_url("DiagnosticReport", screening.pk)), 404, "not-found")
 
 # --- Patient?_lastUpdated= ------------------------------------------------------------------------------
 
