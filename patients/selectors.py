@@ -3,7 +3,7 @@ by the caller with `patient_audit_read`."""
 
 import datetime
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 
 from hospitals.audit import audit_record
 from hospitals.models import Hospital
@@ -73,25 +73,33 @@ def patient_get(*, hospital: Hospital, pk: int) -> Patient:
 TIMELINE_KINDS = ["status_change", "lab_test", "screening", "ai_result", "review"]
 
 
-def patient_timeline(*, patient: Patient, with_related: bool = True) -> list[tuple[str, datetime.datetime, object]]:
+def patient_timeline(*, patient: Patient, with_related: bool = True, lab_tests: list | None = None,
+                     screenings: list | None = None) -> list[tuple[str, datetime.datetime, object]]:
     """Everything recorded about the patient as one timeline, newest first: (kind, when,
     record) with kind one of TIMELINE_KINDS and `when` the time it was recorded (a status
     change also has its effective date, a lab test its sample date). Five queries.
     `with_related=False` leaves out a change's lab test and a screening's scan and
-    uploader, which only the portal page shows (the API names them by id)."""
+    uploader, which only the portal page shows (the API names them by id). The portal's page
+    lists the patient's lab tests (`patient_lab_tests`) and screenings
+    (`screening.selectors.screening_list`) beside the timeline: given those, it reads only
+    the status changes."""
     from screening.models import Review, Screening
 
     changes = patient.status_changes.select_related("changed_by", *(["lab_test"] if with_related else []))
     entries = [("status_change", c.changed_at, c) for c in changes]
-    entries += [("lab_test", t.recorded_at, t) for t in patient.lab_tests.select_related("recorded_by")]
-    screenings = Screening.objects.filter(patient=patient).prefetch_related("results")
-    if with_related:
-        screenings = screenings.select_related("scan", "scan__uploaded_by")
-    screenings = list(screenings)
+    if lab_tests is None:
+        lab_tests = patient.lab_tests.select_related("recorded_by")
+    entries += [("lab_test", t.recorded_at, t) for t in lab_tests]
+    if screenings is None:
+        screenings = Screening.objects.filter(patient=patient).prefetch_related(
+            "results", Prefetch("reviews", queryset=Review.objects.select_related("reviewer")))
+        if with_related:
+            screenings = screenings.select_related("scan", "scan__uploaded_by")
+        screenings = list(screenings)
     entries += [("screening", s.created_at, s) for s in screenings]
-    # A patient's AI results are those of the patient's screenings: fetched with them.
+    # A patient's AI results and reviews are those of the patient's screenings: fetched with them.
     entries += [("ai_result", r.created_at, r) for s in screenings for r in s.results.all()]
-    entries += [("review", r.reviewed_at, r) for r in Review.objects.filter(patient=patient).select_related("reviewer")]
+    entries += [("review", r.reviewed_at, r) for s in screenings for r in s.reviews.all()]
     entries.sort(key=lambda e: (e[1], TIMELINE_KINDS.index(e[0]), e[2].pk), reverse=True)
     return entries
 
@@ -100,10 +108,11 @@ def patient_lab_tests(*, patient: Patient):
     return patient.lab_tests.select_related("recorded_by").order_by("-sample_date", "-id")
 
 
-def suggested_status(*, patient: Patient) -> str | None:
+def suggested_status(*, patient: Patient, lab_tests: list) -> str | None:
     """What the latest lab result suggests, if it suggests a move the state machine allows.
-    Only a suggestion: a clinician records the change."""
-    latest = patient.lab_tests.order_by("-sample_date", "-id").first()
+    Only a suggestion: a clinician records the change. `lab_tests`: the patient's, as
+    `patient_lab_tests` orders them (latest sample first)."""
+    latest = lab_tests[0] if lab_tests else None
     if latest is None:
         return None
     if latest.result == LabResult.NEGATIVE and patient.status == Status.SUSPECTED:

@@ -108,15 +108,16 @@ def patient_detail(request, hospital_slug, pk):
     patient = _patient_or_404(request, pk)
     selectors.patient_audit_read(request=request, patients=[patient], action="view")
     lab_tests = list(selectors.patient_lab_tests(patient=patient))
-    suggestion = selectors.suggested_status(patient=patient)
+    screenings = list(screening_selectors.screening_list(patient=patient))
+    suggestion = selectors.suggested_status(patient=patient, lab_tests=lab_tests)
     return render(request, "patients/detail.html", {
         "patient": patient,
-        "timeline": selectors.patient_timeline(patient=patient),
+        "timeline": selectors.patient_timeline(patient=patient, lab_tests=lab_tests, screenings=screenings),
         "lab_tests": lab_tests,
         "suggestion": Status(suggestion) if suggestion else None,
-        "suggestion_test": lab_tests[0] if suggestion and lab_tests else None,
+        "suggestion_test": lab_tests[0] if suggestion else None,
         "allowed_transitions": [Status(s) for s in patient.allowed_transitions()],
-        "screenings": screening_selectors.screening_list(patient=patient),
+        "screenings": screenings,
     })
 
 

@@ -13,7 +13,7 @@ from .models import AWAITING_REVIEW, AiResult, Review, Scan, Screening
 def screening_list(*, patient: Patient) -> QuerySet[Screening]:
     return (
         Screening.objects.filter(patient=patient)
-        .select_related("scan")
+        .select_related("scan", "scan__uploaded_by")  # the uploader: for the patient's timeline
         .prefetch_related(Prefetch("results", queryset=AiResult.objects.order_by("-created_at")),
                           Prefetch("reviews", queryset=Review.objects.select_related("reviewer")))
         .order_by("-created_at", "-id")

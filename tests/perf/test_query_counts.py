@@ -90,6 +90,12 @@ API = [
 ]
 
 
+# The portal's patient page: the session, its user and memberships, the patient, the audit
+# entry (three statements), status changes, lab tests, screenings with their scans and uploaders,
+# their results and their reviews.
+PORTAL_PATIENT_QUERIES = 12
+
+
 @pytest.mark.parametrize("path,bound", API, ids=[p.split("/perf/")[1] for p, _ in API])
 def test_query_count_does_not_grow_with_rows(world, path, bound, django_assert_max_num_queries):
     hospital, user, patient, api = world
@@ -105,3 +111,25 @@ def test_query_count_does_not_grow_with_rows(world, path, bound, django_assert_m
         counts.append(len(captured))
     assert sizes[1] > sizes[0] >= 1, sizes  # the second answer really carries more rows
     assert counts[0] == counts[1], f"{counts[0]} queries for {sizes[0]} rows, {counts[1]} for {sizes[1]}"
+
+
+def test_a_patients_portal_page_reads_each_kind_of_record_once(world, client, django_assert_max_num_queries):
+    """The page shows the lab tests and screenings beside the timeline, which reuses them:
+    the same queries for 2 records of each kind as for 50."""
+    from hospitals.models import Membership, Role
+
+    hospital, user, patient, _ = world
+    with scopes_disabled():
+        Membership.objects.create(user=user, hospital=hospital, role=Role.CLINICIAN)
+    client.force_login(user)
+    url = f"/h/perf/patients/{patient.pk}/"
+    client.get(url)  # the first request after sign-in also records the session
+    counts = []
+    for n in (SMALL, LARGE - SMALL):
+        add_records(hospital, user, patient, n)
+        with django_assert_max_num_queries(PORTAL_PATIENT_QUERIES) as captured:
+            response = client.get(url)
+        assert response.status_code == 200
+        assert response.content.decode().count('class="entry-review"') == (SMALL if n == SMALL else LARGE)
+        counts.append(len(captured))
+    assert counts[0] == counts[1]
