@@ -3,7 +3,7 @@ by the caller with `patient_audit_read`."""
 
 import datetime
 
-from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from hospitals.audit import audit_record
 from hospitals.models import Hospital
@@ -91,15 +91,17 @@ def patient_timeline(*, patient: Patient, with_related: bool = True, lab_tests: 
         lab_tests = patient.lab_tests.select_related("recorded_by")
     entries += [("lab_test", t.recorded_at, t) for t in lab_tests]
     if screenings is None:
-        screenings = Screening.objects.filter(patient=patient).prefetch_related(
-            "results", Prefetch("reviews", queryset=Review.objects.select_related("reviewer")))
+        screenings = Screening.objects.filter(patient=patient).prefetch_related("results")
         if with_related:
             screenings = screenings.select_related("scan", "scan__uploaded_by")
         screenings = list(screenings)
+        reviews = Review.objects.filter(patient=patient).select_related("reviewer")
+    else:  # the page's screenings come with their reviews
+        reviews = [r for s in screenings for r in s.reviews.all()]
     entries += [("screening", s.created_at, s) for s in screenings]
-    # A patient's AI results and reviews are those of the patient's screenings: fetched with them.
+    # A patient's AI results are those of the patient's screenings: fetched with them.
     entries += [("ai_result", r.created_at, r) for s in screenings for r in s.results.all()]
-    entries += [("review", r.reviewed_at, r) for s in screenings for r in s.reviews.all()]
+    entries += [("review", r.reviewed_at, r) for r in reviews]
     entries.sort(key=lambda e: (e[1], TIMELINE_KINDS.index(e[0]), e[2].pk), reverse=True)
     return entries
 
