@@ -5,7 +5,8 @@ in every template. `{{ value|date:"Y-m-d H:i" }}` gives exactly what Django's fi
 the engine converts an aware datetime to the current time zone before the call
 (`expects_localtime`), and every other value or format goes to Django's filter. Django's
 filter looks the format up in the active language's settings and parses it on each call:
-31 us for a datetime, against about 3 here; a worklist page prints one a row.
+a datetime printed by a template takes 31 us with it and 10 with this one (a date 19 and 4);
+a worklist page prints one a row.
 """
 
 import datetime

@@ -10,6 +10,7 @@ from django_scopes import scope
 from patients import services as patient_services
 from patients.models import Patient, StatusChange
 from screening.models import AiResult, Review
+from tests.factories import screening_for
 
 from .base import assert_outcome, entries, fhir_json, ids, read_url, search_url
 
@@ -136,10 +137,7 @@ def test_diagnostic_report_last_updated_follows_the_latest_review(worlds, fhir_a
     assert ids(search(api, "DiagnosticReport", _lastUpdated="lt2031")) == [str(a.dicom_screening.pk)]
 
 
-
 def test_a_screening_without_an_ai_result_is_no_diagnostic_report(worlds, fhir_api):
-    from tests.factories import screening_for
-
     a, _ = worlds
     _, api = fhir_api
     with scope(hospital=a.hospital):
@@ -152,6 +150,7 @@ def test_a_screening_without_an_ai_result_is_no_diagnostic_report(worlds, fhir_a
     assert sorted(ids(search(api, "DiagnosticReport", patient=a.patient.pk))) == reported
     for screening in (queued, cannot):
         assert_outcome(api.get(read_url("DiagnosticReport", screening.pk)), 404, "not-found")
+
 
 # --- Patient?_lastUpdated= ------------------------------------------------------------------------------
 
