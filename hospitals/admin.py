@@ -12,6 +12,8 @@ Permissions of non-superusers come from their membership role through
 `hospitals.permissions.POLICY` (see `hospital_admin_policy` on each ModelAdmin), never
 from Django model permissions. Writes go through the services, which audit them."""
 
+from collections import defaultdict
+
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.options import TO_FIELD_VAR
@@ -20,7 +22,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import UserChangeForm as DjangoUserChangeForm
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.http import Http404
 from django_scopes import scopes_disabled
 from oauth2_provider import models as oauth2_models
@@ -75,6 +77,25 @@ class NotFoundFirstMixin:
     def history_view(self, request, object_id, extra_context=None):
         self.get_object_or_404(request, object_id)
         return super().history_view(request, object_id, extra_context)
+
+
+def audit_changelist(request, response, *, object_type: str, ids_key: str):
+    """One "list" entry per hospital whose rows a changelist page shows (a platform admin's
+    page spans hospitals, and each hospital has its own chain), naming the ids under
+    `ids_key`. The entries are one transaction, appended in hospital id order: one commit
+    for the page instead of one per hospital, and two pages lock the chains' heads in the
+    same order."""
+    changelist = getattr(response, "context_data", None) and response.context_data.get("cl")
+    if changelist is None:
+        return response
+    by_hospital = defaultdict(list)
+    for obj in changelist.result_list:
+        by_hospital[obj.hospital].append(obj.pk)
+    with transaction.atomic():
+        for hospital in sorted(by_hospital, key=lambda h: h.pk):
+            audit_record(action="list", object_type=object_type, hospital=hospital, request=request,
+                         detail={ids_key: by_hospital[hospital], "via": "admin"})
+    return response
 
 
 class PrefetchChangeList(ChangeList):

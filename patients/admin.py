@@ -7,14 +7,18 @@ view-only), lab tests are added through `labtest_create` and never edited, and n
 clinical is deleted from the admin. Field-level history (simple-history) is shown, never
 reverted. Tenant limits: see `hospitals.admin.TenantAdminMixin`."""
 
-from collections import defaultdict
-
 from django import forms
 from django.contrib import admin
 from django.utils import timezone
 from simple_history.admin import SimpleHistoryAdmin
 
-from hospitals.admin import HospitalFilter, TenantAdminMixin, TenantHistoryAdminMixin, TenantInlineMixin
+from hospitals.admin import (
+    HospitalFilter,
+    TenantAdminMixin,
+    TenantHistoryAdminMixin,
+    TenantInlineMixin,
+    audit_changelist,
+)
 from hospitals.admin_site import admin_hospital_ids
 from hospitals.audit import audit_record
 
@@ -125,16 +129,8 @@ class PatientAdmin(TenantHistoryAdminMixin, SimpleHistoryAdmin):
         return super().history_view(request, object_id, extra_context)
 
     def changelist_view(self, request, extra_context=None):
-        response = super().changelist_view(request, extra_context)
-        changelist = getattr(response, "context_data", None) and response.context_data.get("cl")
-        if changelist is not None:
-            by_hospital = defaultdict(list)
-            for patient in changelist.result_list:
-                by_hospital[patient.hospital].append(patient.pk)
-            for hospital, ids in by_hospital.items():
-                audit_record(action="list", object_type="patient", hospital=hospital, request=request,
-                             detail={"patients": ids, "via": "admin"})
-        return response
+        return audit_changelist(request, super().changelist_view(request, extra_context),
+                                object_type="patient", ids_key="patients")
 
 
 class LabTestAddForm(forms.ModelForm):

@@ -7,13 +7,11 @@ platform and hospital admins look things up. Files are never linked from here by
 storage URL (there is none: MEDIA_URL is None); the portal serves them to members.
 Reads are audited like the patient admin's. Tenant limits: `hospitals.admin.TenantAdminMixin`."""
 
-from collections import defaultdict
-
 from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from hospitals.admin import ExactValueFilter, HospitalFilter, IndexedValuesFilter, TenantAdminMixin
+from hospitals.admin import ExactValueFilter, HospitalFilter, IndexedValuesFilter, TenantAdminMixin, audit_changelist
 from hospitals.audit import audit_record
 
 from .models import AI_DECISIONS, AiResult, Review, Scan, Screening
@@ -35,16 +33,8 @@ class ReadOnlyScreeningAdmin(TenantAdminMixin, admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     def changelist_view(self, request, extra_context=None):
-        response = super().changelist_view(request, extra_context)
-        changelist = getattr(response, "context_data", None) and response.context_data.get("cl")
-        if changelist is not None:
-            by_hospital = defaultdict(list)
-            for obj in changelist.result_list:
-                by_hospital[obj.hospital].append(obj.pk)
-            for hospital, ids in by_hospital.items():
-                audit_record(action="list", object_type=self.audit_object_type, hospital=hospital, request=request,
-                             detail={"ids": ids, "via": "admin"})
-        return response
+        return audit_changelist(request, super().changelist_view(request, extra_context),
+                                object_type=self.audit_object_type, ids_key="ids")
 
 
 def _portal_link(obj, url_name: str, text: str, pk: int):

@@ -4,7 +4,7 @@ audited. The generic tenant checks over every admin are in tests/hospitals/test_
 
 import pytest
 from django.contrib import admin
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -141,6 +141,35 @@ def test_admin_reads_are_audited(worlds):
     assert view.actor_id == a.admin.pk and view.detail == {"patient": a.patient.pk, "via": "admin"}
     assert listed.hospital_id == a.hospital.pk and listed.detail["ids"] == [a.review.pk]
 
+
+
+def test_a_pages_entries_are_one_transaction_in_hospital_order(worlds, superuser, monkeypatch):
+    """A platform admin's page spans hospitals: an entry per hospital, appended in hospital id
+    order (two pages lock the chains' heads in the same order) and committed together."""
+    import hospitals.admin as hospital_admin
+
+    url = reverse(f"{info(Screening)}_changelist")
+    client = client_for(superuser)
+    client.get(url)
+    ordered = sorted(worlds, key=lambda world: world.hospital.pk)
+    with scopes_disabled():
+        listed = list(AuditEvent.objects.filter(action="list", object_type="screening").order_by("pk"))
+    assert [(e.hospital_id, e.detail["ids"]) for e in listed] == [(w.hospital.pk, [w.screening.pk]) for w in ordered]
+
+    appended, append = [], hospital_admin.audit_record
+
+    def second_one_fails(**kwargs):
+        appended.append(kwargs["hospital"].pk)
+        if len(appended) == 2:
+            raise DatabaseError("the audit table is full")
+        return append(**kwargs)
+
+    monkeypatch.setattr(hospital_admin, "audit_record", second_one_fails)
+    with pytest.raises(DatabaseError):
+        client.get(url)
+    assert appended == [w.hospital.pk for w in ordered]
+    with scopes_disabled():  # the first hospital's entry went with the second's
+        assert AuditEvent.objects.filter(action="list", object_type="screening").count() == len(listed)
 
 def test_registered_with_the_tenant_mixin():
     from hospitals.admin import TenantAdminMixin
