@@ -16,19 +16,15 @@ from django.template.defaultfilters import date as django_date
 
 register = template.Library()
 
-_DATE = "Y-m-d"
 _DATETIME = {"Y-m-d H:i": "{:04d}-{:02d}-{:02d} {:02d}:{:02d}",
              "Y-m-d H:i:s": "{:04d}-{:02d}-{:02d} {:02d}:{:02d}:{:02d}"}
 
 
 @register.filter(expects_localtime=True, is_safe=False)
 def date(value, arg=None):
-    if type(value) is datetime.datetime:
-        if arg == _DATE:
-            return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
-        pattern = _DATETIME.get(arg)
-        if pattern:
-            return pattern.format(value.year, value.month, value.day, value.hour, value.minute, value.second)
-    elif type(value) is datetime.date and arg == _DATE:
+    kind = type(value)
+    if arg == "Y-m-d" and kind in (datetime.datetime, datetime.date):
         return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
+    if kind is datetime.datetime and arg in _DATETIME:
+        return _DATETIME[arg].format(value.year, value.month, value.day, value.hour, value.minute, value.second)
     return django_date(value, arg)
