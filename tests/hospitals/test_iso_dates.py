@@ -47,8 +47,7 @@ def test_the_projects_engine_uses_this_date_filter():
 
 @pytest.mark.parametrize("zone", ZONES)
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_the_date_filter_prints_what_djangos_prints(settings, zone, fmt):
-    settings.USE_TZ = True
+def test_the_date_filter_prints_what_djangos_prints(zone, fmt):
     ours = engines["django"].engine
     djangos = Engine()  # Django's builtins only
     source = "{{ v|date }}" if fmt is None else f'{{{{ v|date:"{fmt}" }}}}'
