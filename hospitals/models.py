@@ -1,11 +1,12 @@
 """Hospitals are the tenants. Every hospital-owned row elsewhere carries a `hospital` FK
-and a django-scopes `ScopedManager(hospital="hospital")`, so a query outside an open
-scope raises instead of leaking another hospital's rows."""
+and a django-scopes scoped manager (`hospitals.managers.HospitalScopedManager`), so a
+query outside an open scope raises instead of leaking another hospital's rows."""
 
 from django.contrib.auth.base_user import BaseUserManager
 from django.contrib.auth.models import AbstractUser
 from django.db import models
-from django_scopes import ScopedManager
+
+from .managers import HospitalScopedManager
 
 
 class UserManager(BaseUserManager):
@@ -87,7 +88,7 @@ class Membership(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     deactivated_at = models.DateTimeField(null=True, blank=True)
 
-    objects = ScopedManager(hospital="hospital")
+    objects = HospitalScopedManager()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "hospital"], name="membership_user_hospital_unique")]
@@ -133,7 +134,7 @@ class AuditEvent(models.Model):
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
 
-    objects = ScopedManager(hospital="hospital")
+    objects = HospitalScopedManager()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["chain", "seq"], name="audit_chain_seq_unique")]
@@ -184,7 +185,7 @@ class PartnerClient(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     revoked_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
 
-    objects = ScopedManager(hospital="hospital")
+    objects = HospitalScopedManager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

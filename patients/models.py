@@ -8,9 +8,9 @@ a screening review); a clinician decides."""
 
 from django.conf import settings
 from django.db import models
-from django_scopes import ScopedManager
 from simple_history.models import HistoricalRecords
 
+from hospitals.managers import HospitalScopedManager
 from hospitals.models import Hospital
 
 
@@ -65,7 +65,7 @@ class Patient(models.Model):
     )
 
     history = HistoricalRecords()
-    objects = ScopedManager(hospital="hospital")
+    objects = HospitalScopedManager()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["hospital", "mrn"], name="patient_mrn_per_hospital")]
@@ -103,7 +103,7 @@ class HospitalChildModel(models.Model):
 
     hospital = models.ForeignKey(Hospital, on_delete=models.PROTECT, related_name="+")
 
-    objects = ScopedManager(hospital="hospital")
+    objects = HospitalScopedManager()
 
     class Meta:
         abstract = True

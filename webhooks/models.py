@@ -12,8 +12,8 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from django_scopes import ScopedManager
 
+from hospitals.managers import HospitalScopedManager
 from hospitals.models import Hospital
 
 
@@ -42,7 +42,7 @@ class Endpoint(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = ScopedManager(hospital="hospital")
+    objects = HospitalScopedManager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -87,7 +87,7 @@ class Delivery(models.Model):
                                     related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ScopedManager(hospital="hospital")
+    objects = HospitalScopedManager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -116,7 +116,7 @@ class Attempt(models.Model):
     error = models.CharField(max_length=500, blank=True)
     succeeded = models.BooleanField(default=False)
 
-    objects = ScopedManager(hospital="hospital")
+    objects = HospitalScopedManager()
 
     class Meta:
         ordering = ["delivery", "number"]

@@ -97,3 +97,41 @@ def test_schema_components_keep_their_own_descriptions():
     assert "description" not in components["Patient"]
     assert "description" not in components["Screening"]
     assert components["ScreeningStatus"]["description"] == "The small answer to poll while a screening runs."
+
+
+OUTPUT_SERIALIZERS = [PatientSerializer, StatusChangeSerializer, LabTestSerializer, ScanSerializer, AiResultSerializer,
+                      ScreeningSerializer, ScreeningStatusSerializer, ReviewSerializer]
+
+
+def every_field(serializer, prefix=""):
+    """(path, field) for each field of a serializer, of its nested serializers and children."""
+    for name, field in serializer.fields.items():
+        path = f"{prefix}{name}"
+        yield path, field
+        inner = field.child if isinstance(field, serializers.ListSerializer) else field
+        if isinstance(inner, serializers.Serializer):
+            yield from every_field(inner, f"{path}.")
+        for attr in ("child", "child_relation"):
+            if isinstance(getattr(field, attr, None), serializers.Field) and inner is field:
+                yield f"{path}.{attr}", getattr(field, attr)
+
+
+@pytest.mark.parametrize("serializer_class", OUTPUT_SERIALIZERS, ids=lambda c: c.__name__)
+def test_each_serializer_reads_through_fields_of_its_own(serializer_class):
+    """Output serializers share the class's prototype fields' settings, never a field: each
+    one's fields (nested ones included) are bound to it, and the prototypes stay unbound."""
+    one, other = serializer_class(), serializer_class()
+    ones, others = dict(every_field(one)), dict(every_field(other))
+    assert ones and ones.keys() == others.keys()
+    prototypes = serializer_class._field_prototypes
+    for path, field in ones.items():
+        assert field is not others[path], path
+        assert field.root is one and others[path].root is other, path
+    for name, (prototype, _) in prototypes.items():
+        assert prototype.parent is None and prototype.field_name is None, name
+        assert ones[name] is not prototype
+    # A serializer that validates input gets fields built again from their arguments, as DRF's.
+    writing = serializer_class(data={})
+    for name, (prototype, _) in prototypes.items():
+        assert writing.fields[name].error_messages is not prototype.error_messages, name
+        assert writing.fields[name].root is writing

@@ -5,9 +5,11 @@ import pytest
 from django.apps import apps
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db.models import Q
 from django_scopes import ScopeError, scope, scopes_disabled
 
 from config.celery_app import app as celery_app
+from hospitals.managers import _ScopedManager
 from hospitals.models import AuditEvent, Hospital, Membership
 from hospitals.tenancy import HospitalTask, ScopedCommand, scoped_hospital
 from patients.models import LabTest, Patient, StatusChange
@@ -82,6 +84,32 @@ def test_related_managers_are_scoped_too(hospital_a, hospital_b):
     with pytest.raises(ScopeError):
         a.patient.lab_tests.count()
 
+
+
+@pytest.mark.parametrize("model", HOSPITAL_OWNED, ids=lambda m: m._meta.label)
+def test_a_scoped_query_is_django_scopes_own_however_often_the_hospitals_alternate(hospital_a, hospital_b, model):
+    """HospitalScopedManager builds each hospital's filter once and hands out clones."""
+    hospital_world(hospital_a, tag="ALPHA")
+    hospital_world(hospital_b, tag="BETA")
+    manager = model._default_manager
+    with scopes_disabled():
+        own = {h: set(manager.filter(hospital=h).values_list("pk", flat=True)) for h in (hospital_a, hospital_b)}
+    for hospital in (hospital_a, hospital_b, hospital_a, hospital_b):
+        with scope(hospital=hospital):
+            queryset = manager.all()
+            assert str(queryset.query) == str(_ScopedManager.get_queryset(manager).query)
+            queryset.query.add_q(Q(pk=-1))  # changing one queryset's query in place ...
+            assert not queryset.exists()
+            assert set(manager.values_list("pk", flat=True)) == own[hospital]  # ... leaves the next alone
+        assert set(manager.with_scope(hospital=hospital).values_list("pk", flat=True)) == own[hospital]
+    if model in POPULATED:
+        assert own[hospital_a] and own[hospital_b]
+    with scope(hospital=hospital_a):
+        assert set(manager.with_scopes_disabled().values_list("pk", flat=True)) == own[hospital_a] | own[hospital_b]
+        with scope(hospital=[hospital_b.pk]):
+            assert set(manager.values_list("pk", flat=True)) == own[hospital_b]
+        with scopes_disabled():
+            assert set(manager.values_list("pk", flat=True)) == own[hospital_a] | own[hospital_b]
 
 # --- ScopedCommand -------------------------------------------------------------------------------
 class ListPatients(ScopedCommand):
