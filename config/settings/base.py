@@ -113,6 +113,8 @@ TEMPLATES = [
         },
     },
 ]
+# Django's widget templates, the common ones written out in Python (the same text).
+FORM_RENDERER = "config.forms.WidgetRenderer"
 
 # --- Authentication (django-allauth) --------------------------------------------------------
 AUTH_USER_MODEL = "hospitals.User"
