@@ -4,14 +4,14 @@ buttons and checkbox lists, text areas) are written out by Python code that prod
 text, character for character.
 
 Django renders each widget, and each option of a select or radio list, through its template
-engine: an include of an attributes template per element, about 0.1 ms for a select of ten
-options. A portal page carries a few forms (the patient list's filters, a patient's status
-change, the reading queue's review), and each of them re-renders on every load.
+engine, with an include of an attributes template for each element: the patient list's filter
+form (a search box, a select of seven statuses and a checkbox) cost about 0.9 ms of the page's
+8.3 ms of CPU, which this renderer saves (README "Performance").
 
 What goes through the templates as before: any other template (forms, fields, errors, the
 admin's widgets), a widget template that a project or app template directory overrides, an
 option with another template, and any value that is not plain text, a number, a lazy
-translation or None (a template would call a callable, for instance).
+translation or None (a date, which a template would localize, for instance).
 `tests/config/test_form_renderer.py` renders each widget both ways and compares the text."""
 
 from decimal import Decimal
