@@ -87,52 +87,45 @@ def _included_input_option(option: dict) -> str:
     return _input_option(option) + "\n"
 
 
-def _options(option_templates: dict, groups) -> list[tuple]:
-    """The option groups, each option with its renderer; an option with a template of its
+_SELECT_OPTIONS = {_WIDGETS + "select_option.html": _select_option}
+_INPUT_OPTIONS = {_WIDGETS + "radio_option.html": _included_input_option,
+                  _WIDGETS + "checkbox_option.html": _included_input_option}
+
+
+def _groups(widget: dict, option_templates: dict, group_open: str, option: str, group_close: str) -> str:
+    """The loop over the option groups of select.html and multiple_input.html: a named
+    group's opening and closing (`group_open` % its name) around its options (`option` %
+    each one, rendered by the function for its template). An option with a template of its
     own goes through the templates."""
     out = []
-    for group_name, options, _index in groups:
-        rendered = []
-        for option in options:
-            render = option_templates.get(option["template_name"])
+    for group_name, options, _index in widget["optgroups"]:
+        if group_name:
+            out.append(group_open % _text(group_name))
+        for each in options:
+            render = option_templates.get(each["template_name"])
             if render is None:
                 raise _NotPlain
-            rendered.append(render(option))
-        if group_name is not None and not isinstance(group_name, _PLAIN):
-            raise _NotPlain
-        out.append((group_name, rendered))
-    return out
+            out.append(option % render(each))
+        if group_name:
+            out.append(group_close)
+    return "".join(out)
 
 
 def _select(widget: dict) -> str:
     """select.html."""
-    out = ['<select name="' + _text(widget["name"]) + '"' + _attrs(widget["attrs"]) + ">"]
-    for group_name, options in _options({_WIDGETS + "select_option.html": _select_option}, widget["optgroups"]):
-        if group_name:
-            out.append('\n  <optgroup label="' + _text(group_name) + '">')
-        out.extend("\n  " + option for option in options)
-        if group_name:
-            out.append("\n  </optgroup>")
-    out.append("\n</select>\n")
-    return "".join(out)
+    return ('<select name="' + _text(widget["name"]) + '"' + _attrs(widget["attrs"]) + ">"
+            + _groups(widget, _SELECT_OPTIONS, '\n  <optgroup label="%s">', "\n  %s", "\n  </optgroup>")
+            + "\n</select>\n")
 
 
 def _multiple_input(widget: dict) -> str:
     """multiple_input.html (radio.html and checkbox_select.html include it)."""
     attrs = widget["attrs"]
     element_id, css_class = attrs.get("id", ""), attrs.get("class", "")
-    out = ["<div" + (' id="' + _text(element_id) + '"' if element_id else "")
-           + (' class="' + _text(css_class) + '"' if css_class else "") + ">"]
-    option_templates = {_WIDGETS + "radio_option.html": _included_input_option,
-                        _WIDGETS + "checkbox_option.html": _included_input_option}
-    for group_name, options in _options(option_templates, widget["optgroups"]):
-        if group_name:
-            out.append("\n  <div><label>" + _text(group_name) + "</label>")
-        out.extend("<div>\n    " + option + "</div>" for option in options)
-        if group_name:
-            out.append("\n  </div>")
-    out.append("\n</div>\n")
-    return "".join(out)
+    return ("<div" + (' id="' + _text(element_id) + '"' if element_id else "")
+            + (' class="' + _text(css_class) + '"' if css_class else "") + ">"
+            + _groups(widget, _INPUT_OPTIONS, "\n  <div><label>%s</label>", "<div>\n    %s</div>", "\n  </div>")
+            + "\n</div>\n")
 
 
 def _textarea(widget: dict) -> str:
