@@ -7,7 +7,8 @@ not import Keras at import time.
 Micro-batching: each screening is one message. The task that runs claims its own
 screening, then up to SCREENING_BATCH_MAX - 1 other queued first attempts (any
 hospital), predicts them in one call and stores each result in its own hospital's scope;
-the others' messages then find them claimed and do nothing."""
+the others' messages then find them ended (in this process's memory of its batches, else in
+the database) and do nothing."""
 
 import hashlib
 import logging
@@ -15,6 +16,7 @@ import os
 import random
 import signal
 import time
+from collections import OrderedDict
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -118,7 +120,34 @@ def gather(task_id: str, screening) -> list:
     return found
 
 
-@shared_task(bind=True, base=HospitalTask, name="screening.run", acks_late=True, reject_on_worker_lost=True,
+# Screenings that a batch of this process brought to an end (done, cannot_assess, rejected,
+# failed), other than the batch's own: their messages, delivered to this process later, have
+# nothing left to do. A screening's final status never changes, so the answer needs no read
+# of the hospital or the screening. Each id is forgotten when its message comes, or oldest
+# first past ENDED_HERE_MAX; a message that finds no id here asks the database as before.
+ENDED_HERE_MAX = 4096
+_ended_here: OrderedDict[int, None] = OrderedDict()
+
+
+def remember_ended(screening_ids) -> None:
+    for pk in screening_ids:
+        _ended_here[pk] = None
+    while len(_ended_here) > ENDED_HERE_MAX:
+        _ended_here.popitem(last=False)
+
+
+class ScreeningTask(HospitalTask):
+    abstract = True
+
+    def __call__(self, *args, **kwargs):
+        screening_id = kwargs.get("screening_id")
+        if screening_id in _ended_here:
+            del _ended_here[screening_id]
+            return "not claimable"
+        return super().__call__(*args, **kwargs)
+
+
+@shared_task(bind=True, base=ScreeningTask, name="screening.run", acks_late=True, reject_on_worker_lost=True,
              max_retries=None, soft_time_limit=120, time_limit=180)
 def screening_run(self, *, screening_id: int, hospital_id: int):
     """Screen one scan, and with it the other screenings waiting in the queue (micro-batch:
@@ -165,12 +194,18 @@ def stored_image(scan):
 def screen_batch(task, batch: list) -> str:
     """Screen the claimed batch; returns the outcome of the task's own screening (the
     first). Each screening is handled inside its own hospital's scope."""
+    own = batch[0]
+    outcome: dict[int, str] = {}
+    try:
+        return _screen_batch(task, batch, own, outcome)
+    finally:  # the others that ended, also when the task retries or stops on an error
+        remember_ended(pk for pk in outcome if pk != own.pk)
+
+
+def _screen_batch(task, batch: list, own, outcome: dict[int, str]) -> str:
     from ml.explain import explain
     from ml.inference import ResourceExhaustedError
     from ml.preprocessing import ImageError
-
-    own = batch[0]
-    outcome: dict[int, str] = {}
 
     def finish(screening, status, reason):
         with scope(hospital=screening.hospital):

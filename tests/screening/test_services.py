@@ -18,7 +18,7 @@ from ml.preprocessing import ImageError
 from screening import services, tasks
 from screening.models import AiResult, Scan, Screening, ScreeningStatus
 
-from .conftest import png_bytes
+from .conftest import chest, png_bytes
 
 
 @pytest.fixture
@@ -258,6 +258,62 @@ def test_quality_gate_refusal_is_cannot_assess_with_the_reason(screening, stub):
     assert (final.status, final.reason) == (ScreeningStatus.CANNOT_ASSESS, "Not a frontal chest X-ray.")
     with scopes_disabled():
         assert not AiResult.objects.filter(screening=final).exists()
+
+
+class PerImage:
+    """predict_batch answers each image, or raises the next of `errors` first."""
+
+    def __init__(self, *errors):
+        self.errors, self.sizes = list(errors), []
+
+    def predict_batch(self, items):
+        self.sizes.append(len(items))
+        if self.errors:
+            raise self.errors.pop(0)
+        return [prediction() for _ in items]
+
+
+def test_a_batchs_other_messages_end_in_the_worker_without_a_query(db, world, stub, monkeypatch, settings):
+    """A surge: one delivery's batch took three more screenings and ended them. Their own
+    messages, delivered to that process afterwards, are answered from its memory without a
+    query; a further message of the same screening, and the batch's own, ask the database."""
+    settings.SCREENING_BATCH_MAX, settings.SCREENING_BATCH_WAIT_MS = 4, 0
+    monkeypatch.setattr(tasks, "_ended_here", type(tasks._ended_here)())
+    stub(None)
+    model = PerImage()
+    monkeypatch.setattr(tasks, "predictor", lambda: model)
+    with scope(hospital=world.hospital):
+        own, *others = [services.scan_upload(patient=world.patient, data=png_bytes(chest(seed=i)), filename=f"{i}.png",
+                                             actor=world.uploader) for i in range(4)]
+    assert run(own).result == ScreeningStatus.DONE and model.sizes == [4]
+    assert {reload(s).status for s in others} == {ScreeningStatus.DONE}
+    for screening in others:
+        with CaptureQueriesContext(connection) as queries:
+            assert run(screening, task_id=f"late-{screening.pk}").result == "not claimable"
+        assert len(queries) == 0
+        with CaptureQueriesContext(connection) as queries:  # a second message: the database tells
+            assert run(screening, task_id=f"again-{screening.pk}").result == "not claimable"
+        assert len(queries) > 0
+    with CaptureQueriesContext(connection) as queries:
+        assert run(own, task_id="own-again").result == "not claimable"
+    assert len(queries) > 0
+
+
+def test_screenings_a_batch_gave_back_are_not_taken_for_ended(db, world, stub, monkeypatch, settings):
+    """A transient fault: the batch's others go back to the queue, and their messages then
+    screen them (each alone, as tried before)."""
+    settings.SCREENING_BATCH_MAX, settings.SCREENING_BATCH_WAIT_MS = 4, 0
+    monkeypatch.setattr(tasks, "_ended_here", type(tasks._ended_here)())
+    stub(None)
+    model = PerImage(OperationalError("deadlock"))
+    monkeypatch.setattr(tasks, "predictor", lambda: model)
+    with scope(hospital=world.hospital):
+        own, other = [services.scan_upload(patient=world.patient, data=png_bytes(chest(seed=i)), filename=f"{i}.png",
+                                           actor=world.uploader) for i in range(2)]
+    assert run(own).result == ScreeningStatus.DONE
+    assert reload(other).status == ScreeningStatus.QUEUED and model.sizes == [2, 1]
+    assert run(other, task_id="other").result == ScreeningStatus.DONE
+    assert (reload(other).attempts, model.sizes) == (2, [2, 1, 1])
 
 
 def test_transient_database_error_is_retried_then_fails_at_the_limit(screening, stub, settings):
