@@ -26,6 +26,16 @@ def _media_root(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def _worker_forgets_ended_screenings():
+    """The inference worker's memory of the screenings its batches ended
+    (`screening.tasks.remember_ended`) is keyed by id: the ids of one test's rolled-back
+    rows come again in the next test, never in a database that keeps its rows."""
+    from screening import tasks
+
+    tasks._ended_here.clear()
+
+
+@pytest.fixture(autouse=True)
 def _force_login_passes_the_second_factor(monkeypatch):
     """`Client.force_login` skips the sign-in flow, second factor included: its sessions
     count as having passed it, so tests of admin pages need no TOTP step. Tests of the

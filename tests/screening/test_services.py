@@ -278,13 +278,12 @@ def test_a_batchs_other_messages_end_in_the_worker_without_a_query(db, world, st
     messages, delivered to that process afterwards, are answered from its memory without a
     query; a further message of the same screening, and the batch's own, ask the database."""
     settings.SCREENING_BATCH_MAX, settings.SCREENING_BATCH_WAIT_MS = 4, 0
-    monkeypatch.setattr(tasks, "_ended_here", type(tasks._ended_here)())
     stub(None)
     model = PerImage()
     monkeypatch.setattr(tasks, "predictor", lambda: model)
     with scope(hospital=world.hospital):
-        own, *others = [services.scan_upload(patient=world.patient, data=png_bytes(chest(seed=i)), filename=f"{i}.png",
-                                             actor=world.uploader) for i in range(4)]
+        own, *others = [services.scan_upload(patient=world.patient, data=png_bytes(chest(seed=i)),
+                                             filename=f"{i}.png", actor=world.uploader) for i in range(4)]
     assert run(own).result == ScreeningStatus.DONE and model.sizes == [4]
     assert {reload(s).status for s in others} == {ScreeningStatus.DONE}
     for screening in others:
@@ -303,13 +302,12 @@ def test_screenings_a_batch_gave_back_are_not_taken_for_ended(db, world, stub, m
     """A transient fault: the batch's others go back to the queue, and their messages then
     screen them (each alone, as tried before)."""
     settings.SCREENING_BATCH_MAX, settings.SCREENING_BATCH_WAIT_MS = 4, 0
-    monkeypatch.setattr(tasks, "_ended_here", type(tasks._ended_here)())
     stub(None)
     model = PerImage(OperationalError("deadlock"))
     monkeypatch.setattr(tasks, "predictor", lambda: model)
     with scope(hospital=world.hospital):
-        own, other = [services.scan_upload(patient=world.patient, data=png_bytes(chest(seed=i)), filename=f"{i}.png",
-                                           actor=world.uploader) for i in range(2)]
+        own, other = [services.scan_upload(patient=world.patient, data=png_bytes(chest(seed=i)),
+                                           filename=f"{i}.png", actor=world.uploader) for i in range(2)]
     assert run(own).result == ScreeningStatus.DONE
     assert reload(other).status == ScreeningStatus.QUEUED and model.sizes == [2, 1]
     assert run(other, task_id="other").result == ScreeningStatus.DONE
@@ -365,7 +363,7 @@ def test_the_reading_queue_key_follows_results_and_reviews(db, world):
     from hospitals.models import Role
     from screening.selectors import review_queue
 
-    from ..factories import HospitalFactory, MembershipFactory, PatientFactory, UserFactory
+    from ..factories import HospitalFactory, MembershipFactory, PatientFactory
 
     def store(screening, covid, version="test-1"):
         answer = prediction(version=version).to_dict() | {"covid_probability": covid}
