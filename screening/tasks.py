@@ -194,18 +194,19 @@ def stored_image(scan):
 def screen_batch(task, batch: list) -> str:
     """Screen the claimed batch; returns the outcome of the task's own screening (the
     first). Each screening is handled inside its own hospital's scope."""
-    own = batch[0]
     outcome: dict[int, str] = {}
     try:
-        return _screen_batch(task, batch, own, outcome)
+        return _screen_batch(task, batch, outcome)
     finally:  # the others that ended, also when the task retries or stops on an error
-        remember_ended(pk for pk in outcome if pk != own.pk)
+        remember_ended(pk for pk in outcome if pk != batch[0].pk)
 
 
-def _screen_batch(task, batch: list, own, outcome: dict[int, str]) -> str:
+def _screen_batch(task, batch: list, outcome: dict[int, str]) -> str:
     from ml.explain import explain
     from ml.inference import ResourceExhaustedError
     from ml.preprocessing import ImageError
+
+    own = batch[0]
 
     def finish(screening, status, reason):
         with scope(hospital=screening.hospital):
