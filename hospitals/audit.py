@@ -5,6 +5,7 @@ without a hospital, such as logins, go to `platform`). An entry's hash covers it
 and the previous hash; the chain head row is locked while appending, so concurrent
 writers of one chain queue up instead of forking it."""
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC
 
 from django.conf import settings
-from django.db import connections, router, transaction
+from django.db import DatabaseError, connections, router, transaction
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
@@ -80,38 +81,64 @@ def audit_record(
     db = router.db_for_write(AuditEvent)
     connection = connections[db]
     sql = _statements(db)
-    # Inside the caller's transaction, no savepoint of its own (two round trips saved): an
-    # entry that cannot be written fails the whole change, which is what an audit needs.
-    with transaction.atomic(using=db, savepoint=False), connection.cursor() as cursor:
-        # Lock the head in the first statement; a chain's first entry creates it.
-        cursor.execute(sql.lock_head, [chain])
-        head = cursor.fetchone()
-        if head is None:
-            with scopes_disabled():
-                AuditChainHead.objects.using(db).get_or_create(chain=chain, defaults={"hash": GENESIS})
-            cursor.execute(sql.lock_head, [chain])
-            head = cursor.fetchone()
-        head_id, seq, prev_hash = head
-        event = AuditEvent(
-            hospital=hospital,
-            chain=chain,
-            seq=seq + 1,
-            at=timezone.now(),
-            actor=actor,
-            actor_email=actor.email if actor else "",
-            action=action,
-            object_type=object_type,
-            object_id=str(object_id),
-            detail=detail or {},
-            ip=client_ip(request),
-            user_agent=(request.META.get("HTTP_USER_AGENT", "")[:300] if request is not None else ""),
-            prev_hash=prev_hash,
-        )
-        event.hash = compute_hash(event)
-        cursor.execute(sql.insert, [f.get_db_prep_save(getattr(event, f.attname), connection) for f in sql.fields])
+    fields = {
+        "hospital": hospital, "chain": chain, "actor": actor, "actor_email": actor.email if actor else "",
+        "action": action, "object_type": object_type, "object_id": str(object_id), "detail": detail or {},
+        "ip": client_ip(request),
+        "user_agent": request.META.get("HTTP_USER_AGENT", "")[:300] if request is not None else "",
+    }
+    with connection.cursor() as cursor:
+        if sql.batched and connection.get_autocommit():
+            # A read outside any transaction: the entry is its own, begun with the lock and
+            # committed with the writes, two round trips instead of Django's six (autocommit
+            # off, lock, insert, update, commit, autocommit on).
+            try:
+                event = _append(cursor, connection, sql, fields, own_transaction=True)
+            except BaseException:
+                with contextlib.suppress(DatabaseError):
+                    connection.rollback()
+                raise
+            if event is not None:
+                return event
+            connection.rollback()  # the chain's first entry: its head is created below
+        # Inside the caller's transaction, no savepoint of its own (two round trips saved): an
+        # entry that cannot be written fails the whole change, which is what an audit needs.
+        with transaction.atomic(using=db, savepoint=False):
+            event = _append(cursor, connection, sql, fields)
+            if event is None:
+                with scopes_disabled():
+                    AuditChainHead.objects.using(db).get_or_create(chain=chain, defaults={"hash": GENESIS})
+                event = _append(cursor, connection, sql, fields)
+    return event
+
+
+def _append(cursor, connection, sql: "_Statements", fields: dict, *, own_transaction: bool = False):
+    """Lock the chain's head, then insert the entry and move the head (one round trip where
+    the server takes several statements; `own_transaction` begins one with the lock and
+    commits it with the writes). None, with nothing written, when the chain has no head yet."""
+    cursor.execute(sql.begin_lock_head if own_transaction else sql.lock_head, [fields["chain"]])
+    if own_transaction:
+        with connection.wrap_database_errors:  # the lock's result (or its error) follows the begin's
+            cursor.nextset()
+    head = cursor.fetchone()
+    if head is None:
+        return None
+    head_id, seq, prev_hash = head
+    event = AuditEvent(seq=seq + 1, at=timezone.now(), prev_hash=prev_hash, **fields)
+    event.hash = compute_hash(event)
+    values = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in sql.fields]
+    head_values = [event.seq, event.hash, head_id]
+    if sql.batched:
+        cursor.execute(sql.append_commit if own_transaction else sql.append, values + head_values)
+        event.pk = cursor.lastrowid  # the insert's: read before the next results replace it
+        with connection.wrap_database_errors:  # an error of the update or the commit is raised here
+            while cursor.nextset():
+                pass
+    else:
+        cursor.execute(sql.insert, values)
         event.pk = connection.ops.last_insert_id(cursor, AuditEvent._meta.db_table, AuditEvent._meta.pk.column)
-        event._state.adding, event._state.db = False, db
-        cursor.execute(sql.update_head, [event.seq, event.hash, head_id])
+        cursor.execute(sql.update_head, head_values)
+    event._state.adding, event._state.db = False, connection.alias
     return event
 
 
@@ -121,25 +148,31 @@ class _Statements:
     insert: str
     update_head: str
     fields: tuple
+    batched: bool  # the server takes several statements in one round trip (MariaDB, MySQL)
+    append: str = ""  # insert; update_head
+    begin_lock_head: str = ""  # START TRANSACTION; lock_head
+    append_commit: str = ""  # append; COMMIT
 
 
 @functools.cache
 def _statements(db: str) -> _Statements:
-    """The three statements of an append, written once per process: built by the ORM they
-    cost more CPU than the rest of a read request's audit. The values are prepared by the
+    """The statements of an append, written once per process: built by the ORM they cost
+    more CPU than the rest of a read request's audit. The values are prepared by the
     model's own fields (`get_db_prep_save`), as `Model.save()` would store them."""
     connection = connections[db]
     q = connection.ops.quote_name
     head, events = AuditChainHead._meta, AuditEvent._meta
     fields = tuple(f for f in events.concrete_fields if not f.primary_key)
-    return _Statements(
-        lock_head=(f"SELECT {q(head.pk.column)}, {q('seq')}, {q('hash')} FROM {q(head.db_table)} "
-                   f"WHERE {q('chain')} = %s" + (" FOR UPDATE" if connection.features.has_select_for_update else "")),
-        insert=(f"INSERT INTO {q(events.db_table)} ({', '.join(q(f.column) for f in fields)}) "
-                f"VALUES ({', '.join(['%s'] * len(fields))})"),
-        update_head=f"UPDATE {q(head.db_table)} SET {q('seq')} = %s, {q('hash')} = %s WHERE {q(head.pk.column)} = %s",
-        fields=fields,
-    )
+    lock_head = (f"SELECT {q(head.pk.column)}, {q('seq')}, {q('hash')} FROM {q(head.db_table)} "
+                 f"WHERE {q('chain')} = %s" + (" FOR UPDATE" if connection.features.has_select_for_update else ""))
+    insert = (f"INSERT INTO {q(events.db_table)} ({', '.join(q(f.column) for f in fields)}) "
+              f"VALUES ({', '.join(['%s'] * len(fields))})")
+    update_head = f"UPDATE {q(head.db_table)} SET {q('seq')} = %s, {q('hash')} = %s WHERE {q(head.pk.column)} = %s"
+    if connection.vendor != "mysql":
+        return _Statements(lock_head, insert, update_head, fields, batched=False)
+    return _Statements(lock_head, insert, update_head, fields, batched=True, append=f"{insert}; {update_head}",
+                       begin_lock_head=f"START TRANSACTION; {lock_head}",
+                       append_commit=f"{insert}; {update_head}; COMMIT")
 
 
 @dataclass

@@ -117,9 +117,12 @@ def test_an_entry_is_stored_as_the_model_holds_it_in_three_statements(hospital_a
     with CaptureQueriesContext(connection) as ctx:
         second = audit_record(action="update", object_type="patient", object_id="M-1", hospital=hospital_a,
                               actor=actor)
-    statements = [q["sql"].split()[0].upper() for q in ctx.captured_queries
-                  if not q["sql"].upper().startswith(("SET ", "SAVEPOINT", "RELEASE", "BEGIN", "COMMIT"))]
-    assert statements == ["SELECT", "INSERT", "UPDATE"]
+    trips = [[statement.split()[0].upper() for statement in q["sql"].split("; ")] for q in ctx.captured_queries
+             if not q["sql"].upper().startswith(("SET ", "SAVEPOINT", "RELEASE", "BEGIN", "COMMIT"))]
+    # Inside the test's transaction: the head's lock, then the insert and the head's update, in
+    # one round trip where the server takes several statements.
+    assert trips == ([["SELECT"], ["INSERT", "UPDATE"]] if connection.vendor == "mysql"
+                     else [["SELECT"], ["INSERT"], ["UPDATE"]])
 
     with scopes_disabled():
         stored = list(AuditEvent.objects.filter(chain=chain_name(hospital_a.pk)).order_by("seq"))
@@ -134,6 +137,66 @@ def test_an_entry_is_stored_as_the_model_holds_it_in_three_statements(hospital_a
     assert (stored[0].seq, stored[1].seq, stored[1].prev_hash) == (1, 2, stored[0].hash)
     assert (head.seq, head.hash) == (2, second.hash)
     assert verify()[0]
+
+
+# --- an entry outside any transaction (a read) --------------------------------------------------
+def stored_chain(conn, hospital) -> tuple[list[int], tuple]:
+    """(the entries' seqs, the head's (seq, hash)) of a hospital's chain, read on `conn`."""
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT seq FROM hospitals_auditevent WHERE chain = %s ORDER BY seq", [chain_name(hospital.pk)])
+        seqs = [row[0] for row in cursor.fetchall()]
+        cursor.execute("SELECT seq, hash FROM hospitals_auditchainhead WHERE chain = %s", [chain_name(hospital.pk)])
+        return seqs, cursor.fetchone()
+
+
+def test_an_entry_outside_a_transaction_is_committed_on_its_own(flushable_audit, hospital_a):
+    """A read is not in a transaction: its entry is one of its own (on MariaDB begun with the
+    head's lock and committed with the writes, two round trips). Another connection sees it
+    committed, and this one is back in autocommit with the entry's id read right."""
+    actor = UserFactory()
+    first = audit_record(action="view", object_type="patient", object_id=1, hospital=hospital_a, actor=actor)
+    with CaptureQueriesContext(connection) as ctx:
+        second = audit_record(action="view", object_type="patient", object_id=2, hospital=hospital_a, actor=actor)
+    if connection.vendor == "mysql":
+        assert [q["sql"].split()[0] for q in ctx.captured_queries] == ["START", "INSERT"]
+    assert connection.get_autocommit() and not connection.in_atomic_block
+    other = connection.copy()
+    try:
+        assert stored_chain(other, hospital_a) == ([1, 2], (2, second.hash))
+    finally:
+        other.close()
+    with scopes_disabled():
+        stored = AuditEvent.objects.get(pk=second.pk)
+    assert (stored.seq, stored.object_id, stored.prev_hash, stored.hash) == (2, "2", first.hash, second.hash)
+    assert compute_hash(stored) == stored.hash and verify()[0]
+
+
+REFUSE = {
+    "sqlite": "CREATE TRIGGER test_refuse BEFORE {event} ON {table} BEGIN SELECT RAISE(ABORT, 'append refused'); END",
+    "mysql": "CREATE TRIGGER test_refuse BEFORE {event} ON {table} FOR EACH ROW "
+             "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'append refused'",
+}
+
+
+@pytest.mark.parametrize("event,table", [("INSERT", "hospitals_auditevent"), ("UPDATE", "hospitals_auditchainhead")])
+def test_an_entry_outside_a_transaction_that_fails_leaves_nothing(flushable_audit, hospital_a, event, table):
+    """The entry's insert, or the head's update after it (on MariaDB a later statement of the
+    same round trip), is refused: the error reaches the caller, nothing of the entry stays,
+    the connection is usable and the chain goes on without a gap."""
+    first = audit_record(action="view", object_type="patient", object_id=1, hospital=hospital_a)
+    with connection.cursor() as cursor:
+        cursor.execute(REFUSE[connection.vendor].format(event=event, table=table))
+    try:
+        with pytest.raises(DatabaseError, match="append refused"):
+            audit_record(action="view", object_type="patient", object_id=2, hospital=hospital_a)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER test_refuse")
+    assert connection.get_autocommit() and not connection.in_atomic_block
+    assert stored_chain(connection, hospital_a) == ([1], (1, first.hash))
+    third = audit_record(action="view", object_type="patient", object_id=3, hospital=hospital_a)
+    assert (third.seq, third.prev_hash) == (2, first.hash)
+    assert stored_chain(connection, hospital_a) == ([1, 2], (2, third.hash)) and verify()[0]
 
 
 # --- append-only ---------------------------------------------------------------------------------
