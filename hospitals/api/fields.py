@@ -1,4 +1,5 @@
-"""Serializer fields for hospital data."""
+"""Serializer fields for hospital data, and the copy each request makes of the API's fields and
+filters."""
 
 from rest_framework import serializers
 
@@ -19,3 +20,12 @@ class HospitalPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
         if hospital is None:
             return self.model.objects.none()
         return self.model.objects.filter(hospital=hospital)
+
+
+def shallow_copy(prototype):
+    """A new instance of the prototype's class that shares its attributes (neither __init__
+    nor the copy protocol runs): a request's own copy of a field or filter that holds no
+    state of a request."""
+    clone = object.__new__(type(prototype))
+    clone.__dict__.update(prototype.__dict__)
+    return clone

@@ -12,7 +12,7 @@ from rest_framework.settings import api_settings
 
 from hospitals.models import Hospital
 
-from .fields import HospitalPrimaryKeyRelatedField
+from .fields import HospitalPrimaryKeyRelatedField, shallow_copy
 
 
 class CredentialSerializer(serializers.Serializer):
@@ -49,12 +49,6 @@ def _holds_no_field(field) -> bool:
             and any(isinstance(item, Field) for item in (value.values() if isinstance(value, dict) else value)))
 
     return not isinstance(field, serializers.BaseSerializer) and not any(map(held, vars(field).values()))
-
-
-def _shallow_copy(field):
-    clone = object.__new__(type(field))
-    clone.__dict__.update(field.__dict__)
-    return clone
 
 
 # How FastReadMixin reads a field: a model attribute, the row itself, or through DRF.
@@ -114,7 +108,7 @@ class FastReadMixin:
             type(self)._field_prototypes = prototypes
         if hasattr(self, "initial_data"):  # input to validate: DRF's own copies
             return {name: copy.deepcopy(field) for name, (field, _) in prototypes.items()}
-        return {name: _shallow_copy(field) if leaf else copy.deepcopy(field)
+        return {name: shallow_copy(field) if leaf else copy.deepcopy(field)
                 for name, (field, leaf) in prototypes.items()}
 
     def to_representation(self, instance):
