@@ -81,7 +81,7 @@ def audit_record(
     db = router.db_for_write(AuditEvent)
     connection = connections[db]
     sql = _statements(db)
-    fields = {
+    entry = {
         "hospital": hospital, "chain": chain, "actor": actor, "actor_email": actor.email if actor else "",
         "action": action, "object_type": object_type, "object_id": str(object_id), "detail": detail or {},
         "ip": client_ip(request),
@@ -93,7 +93,7 @@ def audit_record(
             # committed with the writes, two round trips instead of Django's six (autocommit
             # off, lock, insert, update, commit, autocommit on).
             try:
-                event = _append(cursor, connection, sql, fields, own_transaction=True)
+                event = _append(cursor, connection, sql, entry, own_transaction=True)
             except BaseException:
                 with contextlib.suppress(DatabaseError):
                     connection.rollback()
@@ -104,19 +104,20 @@ def audit_record(
         # Inside the caller's transaction, no savepoint of its own (two round trips saved): an
         # entry that cannot be written fails the whole change, which is what an audit needs.
         with transaction.atomic(using=db, savepoint=False):
-            event = _append(cursor, connection, sql, fields)
+            event = _append(cursor, connection, sql, entry)
             if event is None:
                 with scopes_disabled():
                     AuditChainHead.objects.using(db).get_or_create(chain=chain, defaults={"hash": GENESIS})
-                event = _append(cursor, connection, sql, fields)
+                event = _append(cursor, connection, sql, entry)
     return event
 
 
-def _append(cursor, connection, sql: "_Statements", fields: dict, *, own_transaction: bool = False):
-    """Lock the chain's head, then insert the entry and move the head (one round trip where
-    the server takes several statements; `own_transaction` begins one with the lock and
-    commits it with the writes). None, with nothing written, when the chain has no head yet."""
-    cursor.execute(sql.begin_lock_head if own_transaction else sql.lock_head, [fields["chain"]])
+def _append(cursor, connection, sql: "_Statements", entry: dict, *, own_transaction: bool = False):
+    """Lock the chain's head, then insert the entry (`entry`: its fields but for its place in
+    the chain) and move the head, in one round trip where the server takes several statements
+    (`own_transaction` begins a transaction with the lock and commits it with the writes).
+    None, with nothing written, when the chain has no head yet."""
+    cursor.execute(sql.begin_lock_head if own_transaction else sql.lock_head, [entry["chain"]])
     if own_transaction:
         with connection.wrap_database_errors:  # the lock's result (or its error) follows the begin's
             cursor.nextset()
@@ -124,7 +125,7 @@ def _append(cursor, connection, sql: "_Statements", fields: dict, *, own_transac
     if head is None:
         return None
     head_id, seq, prev_hash = head
-    event = AuditEvent(seq=seq + 1, at=timezone.now(), prev_hash=prev_hash, **fields)
+    event = AuditEvent(seq=seq + 1, at=timezone.now(), prev_hash=prev_hash, **entry)
     event.hash = compute_hash(event)
     values = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in sql.fields]
     head_values = [event.seq, event.hash, head_id]
