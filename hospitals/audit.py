@@ -149,10 +149,14 @@ class _Statements:
     insert: str
     update_head: str
     fields: tuple
-    batched: bool  # the server takes several statements in one round trip (MariaDB, MySQL)
+    # Where the server takes several statements in one round trip (MariaDB, MySQL):
     append: str = ""  # insert; update_head
     begin_lock_head: str = ""  # START TRANSACTION; lock_head
     append_commit: str = ""  # append; COMMIT
+
+    @property
+    def batched(self) -> bool:
+        return bool(self.append)
 
 
 @functools.cache
@@ -170,10 +174,10 @@ def _statements(db: str) -> _Statements:
               f"VALUES ({', '.join(['%s'] * len(fields))})")
     update_head = f"UPDATE {q(head.db_table)} SET {q('seq')} = %s, {q('hash')} = %s WHERE {q(head.pk.column)} = %s"
     if connection.vendor != "mysql":
-        return _Statements(lock_head, insert, update_head, fields, batched=False)
-    return _Statements(lock_head, insert, update_head, fields, batched=True, append=f"{insert}; {update_head}",
-                       begin_lock_head=f"START TRANSACTION; {lock_head}",
-                       append_commit=f"{insert}; {update_head}; COMMIT")
+        return _Statements(lock_head, insert, update_head, fields)
+    append = f"{insert}; {update_head}"
+    return _Statements(lock_head, insert, update_head, fields, append=append,
+                       begin_lock_head=f"START TRANSACTION; {lock_head}", append_commit=f"{append}; COMMIT")
 
 
 @dataclass
