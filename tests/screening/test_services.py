@@ -49,6 +49,19 @@ class StubPredictor:
         return [self.answer]
 
 
+class PerImage:
+    """predict_batch answers each image, or raises the next of `errors` first."""
+
+    def __init__(self, *errors):
+        self.errors, self.sizes = list(errors), []
+
+    def predict_batch(self, items):
+        self.sizes.append(len(items))
+        if self.errors:
+            raise self.errors.pop(0)
+        return [prediction() for _ in items]
+
+
 @pytest.fixture
 def stub(monkeypatch):
     def install(answer):
@@ -260,19 +273,6 @@ def test_quality_gate_refusal_is_cannot_assess_with_the_reason(screening, stub):
         assert not AiResult.objects.filter(screening=final).exists()
 
 
-class PerImage:
-    """predict_batch answers each image, or raises the next of `errors` first."""
-
-    def __init__(self, *errors):
-        self.errors, self.sizes = list(errors), []
-
-    def predict_batch(self, items):
-        self.sizes.append(len(items))
-        if self.errors:
-            raise self.errors.pop(0)
-        return [prediction() for _ in items]
-
-
 def test_a_batchs_other_messages_end_in_the_worker_without_a_query(db, world, stub, monkeypatch, settings):
     """A surge: one delivery's batch took three more screenings and ended them. Their own
     messages, delivered to that process afterwards, are answered from its memory without a
@@ -324,23 +324,12 @@ def test_transient_database_error_is_retried_then_fails_at_the_limit(screening, 
 
 
 def test_transient_error_then_success(screening, stub, monkeypatch):
-    answers = [OperationalError("deadlock"), prediction()]
-
-    class Flaky:
-        calls = 0
-
-        def predict_batch(self, items):
-            Flaky.calls += 1
-            answer = answers.pop(0)
-            if isinstance(answer, BaseException):
-                raise answer
-            return [answer]
-
     stub(None)
-    monkeypatch.setattr(tasks, "predictor", lambda: Flaky())
+    model = PerImage(OperationalError("deadlock"))
+    monkeypatch.setattr(tasks, "predictor", lambda: model)
     run(screening)
     final = reload(screening)
-    assert (final.status, final.attempts, Flaky.calls) == (ScreeningStatus.DONE, 2, 2)
+    assert (final.status, final.attempts, len(model.sizes)) == (ScreeningStatus.DONE, 2, 2)
 
 
 def test_unexpected_error_fails_at_once_and_is_not_retried(screening, stub):
