@@ -230,9 +230,18 @@ class Worker:
         return self.proc.pid
 
     def pool(self) -> list[int]:
-        """The pool children (the beat process, when embedded, is a child too: skip it)."""
-        pids = children(self.proc.pid)
-        return [p for p in pids if "beat" not in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+        """The pool children (the beat process, when embedded, is a child too: skip it). A child
+        that exits between the listing and the read of its command line (a pool process just
+        killed, or replaced) is left out."""
+        pool = []
+        for pid in children(self.proc.pid):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "beat" not in cmdline:
+                pool.append(pid)
+        return pool
 
     def kill_all(self):
         """SIGKILL the parent and every child at once: a node that dies."""

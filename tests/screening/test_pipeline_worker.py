@@ -127,8 +127,15 @@ def test_sigkill_of_the_pool_child_mid_inference_loses_nothing(pipeline, figure)
         if victim is None or not pool:
             time.sleep(0.05)
             continue
+        landed = False
         for pid in pool:
-            os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+                landed = True
+            except ProcessLookupError:  # it exited after the listing: look again
+                pass
+        if not landed:
+            continue
         killed.append(victim)
         kill_times[victim] = time.monotonic()
         pending.add(victim)
