@@ -21,8 +21,10 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'd
 
 
 def configure_database(db: dict) -> dict:
-    """MySQL/MariaDB: utf8mb4, strict mode, persistent connections with health checks."""
+    """MySQL/MariaDB: utf8mb4, strict mode, persistent connections with health checks, and
+    Django's backend with faster date and time parsing (`config.mysql`)."""
     if db["ENGINE"] == "django.db.backends.mysql":
+        db["ENGINE"] = "config.mysql"
         options = db.setdefault("OPTIONS", {})
         options.setdefault("charset", "utf8mb4")
         options.setdefault("init_command", "SET sql_mode='STRICT_TRANS_TABLES', innodb_strict_mode=1")
