@@ -60,8 +60,13 @@ def _identity(value):
 
 
 def _converter(field, tz):
-    """The field's to_representation; for an ISO 8601 DateTimeField, the same with the
-    time zone looked up once."""
+    """The field's to_representation; `int` for an integer field that gives numbers (DRF's
+    big-integer field looks up whether to give text for every value); for an ISO 8601
+    DateTimeField, the same with the time zone looked up once."""
+    if type(field) is serializers.IntegerField or (
+            type(field) is serializers.BigIntegerField
+            and not getattr(field, "coerce_to_string", api_settings.COERCE_BIGINT_TO_STRING)):
+        return int
     output_format = getattr(field, "format", api_settings.DATETIME_FORMAT)
     if (type(field) is not serializers.DateTimeField or tz is None or hasattr(field, "timezone")
             or not isinstance(output_format, str) or output_format.lower() != ISO_8601):

@@ -79,6 +79,17 @@ def test_fast_output_is_drf_output(world, zone):
     assert {row["phone"] for row in outputs[PatientSerializer]} >= {""}
 
 
+def test_big_integers_as_text_when_drf_is_told_so(world, settings):
+    """The ids are big integers: numbers, unless COERCE_BIGINT_TO_STRING asks for text."""
+    with scope(hospital=world.hospital):
+        objects = list(Patient.objects.all())
+        assert [row["id"] for row in PatientSerializer(objects, many=True).data] == [p.pk for p in objects]
+        settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "COERCE_BIGINT_TO_STRING": True}
+        fast = [dict(row) for row in PatientSerializer(objects, many=True).data]
+        assert fast == [drf_output(PatientSerializer, obj) for obj in objects]
+        assert [row["id"] for row in fast] == [str(p.pk) for p in objects]
+
+
 def test_validated_data_goes_through_drf(world):
     data = {"mrn": "X-1", "given_name": "Ann", "family_name": "Lee", "sex": "female",
             "birth_date": "1980-01-02"}
