@@ -181,20 +181,27 @@ class Watcher:
 
     def _run(self):
         from django.db import connection
-        from django_scopes import scope
 
         from screening.models import FINAL_STATUSES, Screening, ScreeningStatus
 
+        # Plain statements: the watcher shares the cores with the stack it measures, and the
+        # ORM's compiling of these two queries cost it 2 ms of CPU a poll (20 polls a second).
+        table, final = Screening._meta.db_table, sorted(FINAL_STATUSES)
+        queued_sql = f"SELECT COUNT(*) FROM {table} WHERE hospital_id = %s AND status = %s"
         while not self._stop.is_set():
             self.max_llen = max(self.max_llen, self.redis.llen("inference"))
             with self.lock:
                 waiting = list(self.waiting)
-            with scope(hospital=self.hospital):
-                backlog = Screening.objects.filter(status=ScreeningStatus.QUEUED).count()
-                # Asked by id: ids are taken before their uploads commit, so a screening with a
-                # smaller id than one already seen final can still be to come.
-                done = list(Screening.objects.filter(pk__in=waiting, status__in=FINAL_STATUSES)
-                            .values_list("pk", flat=True)) if waiting else []
+            with connection.cursor() as cursor:
+                cursor.execute(queued_sql, [self.hospital.pk, ScreeningStatus.QUEUED])
+                [backlog] = cursor.fetchone()
+                done = []
+                if waiting:
+                    # Asked by id: ids are taken before their uploads commit, so a screening with
+                    # a smaller id than one already seen final can still be to come.
+                    cursor.execute(f"SELECT id FROM {table} WHERE id IN ({', '.join(['%s'] * len(waiting))}) "
+                                   f"AND status IN ({', '.join(['%s'] * len(final))})", [*waiting, *final])
+                    done = [pk for (pk,) in cursor.fetchall()]
             self.max_backlog = max(self.max_backlog, backlog)
             now = time.time()
             with self.lock:
