@@ -53,6 +53,7 @@ def _holds_no_field(field) -> bool:
 
 # How FastReadMixin reads a field: a model attribute, the row itself, or through DRF.
 _ATTR, _STAR, _FIELD = "attribute", "row", "field"
+UTC_ZONES = ("UTC", "Etc/UTC")  # zoneinfo keys of zones whose offset is always zero
 
 
 def _identity(value):
@@ -62,7 +63,8 @@ def _identity(value):
 def _converter(field, tz):
     """The field's to_representation; `int` for an integer field that gives numbers (DRF's
     big-integer field looks up whether to give text for every value); for an ISO 8601
-    DateTimeField, the same with the time zone looked up once."""
+    DateTimeField, the same with the time zone looked up once, and a value already in UTC
+    written out as it is when that zone is UTC (as the database gives them)."""
     if type(field) is serializers.IntegerField or (
             type(field) is serializers.BigIntegerField
             and not getattr(field, "coerce_to_string", api_settings.COERCE_BIGINT_TO_STRING)):
@@ -72,7 +74,11 @@ def _converter(field, tz):
             or not isinstance(output_format, str) or output_format.lower() != ISO_8601):
         return field.to_representation
 
+    utc, in_utc = datetime.timezone.utc, tz is datetime.timezone.utc or getattr(tz, "key", None) in UTC_ZONES
+
     def datetime_iso(value):
+        if in_utc and value.__class__ is datetime.datetime and value.tzinfo is utc:
+            return value.isoformat()[:-6] + "Z"
         if not isinstance(value, datetime.datetime) or value.utcoffset() is None:
             return field.to_representation(value)
         try:
