@@ -7,13 +7,6 @@ import random
 import pytest
 from django.db import connection
 
-from config.settings.base import configure_database
-
-
-def test_a_mysql_url_gets_the_backend():
-    db = configure_database({"ENGINE": "django.db.backends.mysql", "NAME": "x"})
-    assert db["ENGINE"] == "config.mysql"
-
 
 @pytest.fixture
 def mysql():
