@@ -284,7 +284,7 @@ def credentials(args, base_url: str, hospitals) -> list[dict]:
         with scope(hospital=hospital):
             new = partner_client_create(hospital=hospital, name="Bench sync", scopes=["read"], actor=user)
         portal = Client(HTTP_HOST="127.0.0.1")
-        portal.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+        portal.force_login(user, backend="hospitals.backends.ModelBackend")
         out.append({"hospital": hospital, "token": common.fetch_token(base_url, new.client_id, new.client_secret),
                     "cookie": f"{settings.SESSION_COOKIE_NAME}={portal.cookies[settings.SESSION_COOKIE_NAME].value}"})
     return out
@@ -530,7 +530,7 @@ def explain(creds: list[dict]) -> dict[str, int]:
 
     def session(user, *, second_factor: bool = False) -> Client:
         client = Client(HTTP_HOST="127.0.0.1")
-        client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+        client.force_login(user, backend="hospitals.backends.ModelBackend")
         if second_factor:  # as allauth records a TOTP code typed at sign-in
             stored = client.session
             stored[AUTHENTICATION_METHODS_SESSION_KEY] = [{"method": "mfa", "type": "totp", "at": time.time()}]

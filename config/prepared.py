@@ -7,6 +7,7 @@ the compiled statement and the layout of its rows, and each run only binds new v
 builds the instances the way `QuerySet.__iter__` does (converters, `Model.from_db`,
 `select_related` populators)."""
 
+import datetime
 import weakref
 
 from django.db import connections
@@ -16,7 +17,9 @@ from django.db.models.query import ModelIterable, get_related_populators
 class PreparedSelect:
     """`build(*values)` returns the queryset (model instances; no annotations, no
     prefetches) for those values. Each value must reach the SQL as one parameter, in the
-    order given: checked when the statement is compiled."""
+    order given and of its own type (a datetime as the database's text of it), except a
+    boolean that the database's SQL writes into the statement (SQLite: `WHERE is_active`),
+    which must then be the same in every call: checked when the statement is compiled."""
 
     def __init__(self, build):
         self.build = build
@@ -45,8 +48,7 @@ class _Compiled:
         self.sql, params = compiler.as_sql()
         if compiler.has_extra_select:
             raise ValueError("a prepared select selects its instances' columns only (it orders by what it selects)")
-        if tuple(params) != tuple(values):
-            raise ValueError(f"the values must be the statement's parameters, in order: {params!r}")
+        self.binding, self.inlined = _binding(connection, values, params)
         self.compiler, self.using = compiler, using
         self.converters = compiler.get_converters([s[0] for s in compiler.select[:compiler.col_count]])
         klass_info = compiler.klass_info
@@ -57,8 +59,11 @@ class _Compiled:
         self.populators = get_related_populators(klass_info, compiler.select, using)
 
     def run(self, values) -> list:
+        if any(values[i] is not value for i, value in self.inlined):
+            raise ValueError(f"values {self.inlined!r} (index, value) are written into the statement: pass the same")
+        params = [adapt(values[i]) if adapt else values[i] for i, adapt in self.binding]
         with self.compiler.connection.cursor() as cursor:
-            cursor.execute(self.sql, values)
+            cursor.execute(self.sql, params)
             rows = cursor.fetchall()
         if self.converters:
             rows = self.compiler.apply_converters(rows, self.converters)
@@ -69,3 +74,24 @@ class _Compiled:
                 populator.populate(row, obj)
             out.append(obj)
         return out
+
+
+def _binding(connection, values, params) -> tuple[list, list]:
+    """Where each parameter comes from: (index of its value, its adaptation or None), and
+    the booleans the statement holds as SQL instead of a parameter: (index, value)."""
+    binding, inlined, params = [], [], list(params)
+    for i, value in enumerate(values):
+        if len(binding) < len(params):
+            param = params[len(binding)]
+            if type(value) is type(param) and value == param:  # True is no 1
+                binding.append((i, None))
+                continue
+            if isinstance(value, datetime.datetime) and connection.ops.adapt_datetimefield_value(value) == param:
+                binding.append((i, connection.ops.adapt_datetimefield_value))
+                continue
+        if type(value) is not bool:
+            break
+        inlined.append((i, value))
+    if len(binding) != len(params) or len(binding) + len(inlined) != len(values):
+        raise ValueError(f"the values must be the statement's parameters, in order: {tuple(params)!r}")
+    return binding, inlined

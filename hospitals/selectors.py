@@ -3,6 +3,8 @@
 from django.db.models import QuerySet
 from django_scopes import scopes_disabled
 
+from config.prepared import PreparedSelect
+
 from .models import AuditEvent, Hospital, Membership, Role, User
 
 
@@ -16,14 +18,19 @@ def membership_for(*, user: User, hospital_slug: str) -> Membership | None:
         )
 
 
+# Read for every portal request (hospitals.security.active_memberships): compiled once per
+# connection (config.prepared). The values are the statement's parameters, in this order.
+USER_MEMBERSHIPS = PreparedSelect(
+    lambda user_id, active, hospital_active: Membership.objects.select_related("hospital")
+    .filter(user_id=user_id).filter(is_active=active).filter(hospital__is_active=hospital_active)
+    .order_by("hospital__name"))
+
+
 def user_memberships(*, user: User) -> list[Membership]:
-    """Active memberships of a user, for the hospital switcher."""
+    """Active memberships of a user in active hospitals, for the tenant scope and the
+    hospital switcher."""
     with scopes_disabled():
-        return list(
-            Membership.objects.select_related("hospital")
-            .filter(user=user, is_active=True, hospital__is_active=True)
-            .order_by("hospital__name")
-        )
+        return USER_MEMBERSHIPS.all(user.pk, True, True)
 
 
 def admin_hospital_ids(*, user: User) -> list[int]:

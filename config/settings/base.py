@@ -120,9 +120,10 @@ FORM_RENDERER = "config.forms.WidgetRenderer"
 
 # --- Authentication (django-allauth) --------------------------------------------------------
 AUTH_USER_MODEL = "hospitals.User"
+# Django's and allauth's, each reading a session's user by a prepared statement.
 AUTHENTICATION_BACKENDS = [
-    "django.contrib.auth.backends.ModelBackend",
-    "allauth.account.auth_backends.AuthenticationBackend",
+    "hospitals.backends.ModelBackend",
+    "hospitals.backends.AuthenticationBackend",
 ]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -156,7 +157,7 @@ MFA_FORMS = {"activate_totp": "hospitals.security.ActivateTotpForm"}
 MFA_TOTP_ISSUER = env.str("MFA_TOTP_ISSUER", default="Hospital records")
 
 # --- Sessions and cookies -------------------------------------------------------------------
-SESSION_ENGINE = "django.contrib.sessions.backends.db"
+SESSION_ENGINE = "hospitals.sessions"  # Django's database sessions, read by a prepared statement
 # Idle and absolute timeouts (hospitals.security.SessionTimeoutMiddleware; ASVS 3.3.2).
 SESSION_IDLE_TIMEOUT_MINUTES = env.int("SESSION_IDLE_TIMEOUT_MINUTES", default=30)
 SESSION_ABSOLUTE_TIMEOUT_HOURS = env.int("SESSION_ABSOLUTE_TIMEOUT_HOURS", default=12)

@@ -10,7 +10,6 @@ import sys
 import pytest
 from allauth.usersessions.models import UserSession
 from django.conf import settings
-from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -20,6 +19,7 @@ from freezegun import freeze_time
 from oauth2_provider.models import AccessToken, Application, RefreshToken
 
 from hospitals import services
+from hospitals.sessions import SessionStore
 
 from ..factories import hospital_world
 from .conftest import fresh_client, sign_in
