@@ -6,9 +6,10 @@ import datetime
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from hospitals.audit import audit_record
+from hospitals.managers import ScopedPreparedSelect
 from hospitals.models import Hospital
 
-from .models import LabResult, Patient, Status
+from .models import LabResult, LabTest, Patient, Status, StatusChange
 
 
 def _patient_search(*, hospital: Hospital, query: str, status: str, awaiting_review: bool):
@@ -73,6 +74,18 @@ def patient_get(*, hospital: Hospital, pk: int) -> Patient:
 TIMELINE_KINDS = ["status_change", "lab_test", "screening", "ai_result", "review"]
 
 
+# The timeline's own reads, compiled once per connection (hospitals.managers): a status
+# change with its author (and the lab test it cites, for the portal), a lab test with its.
+_STATUS_CHANGES = {
+    False: ScopedPreparedSelect(lambda patient_id: StatusChange.objects.filter(patient_id=patient_id)
+                                .select_related("changed_by")),
+    True: ScopedPreparedSelect(lambda patient_id: StatusChange.objects.filter(patient_id=patient_id)
+                               .select_related("changed_by", "lab_test")),
+}
+_LAB_TESTS = ScopedPreparedSelect(
+    lambda patient_id: LabTest.objects.filter(patient_id=patient_id).select_related("recorded_by"))
+
+
 def patient_timeline(*, patient: Patient, with_related: bool = True, lab_tests: list | None = None,
                      screenings: list | None = None) -> list[tuple[str, datetime.datetime, object]]:
     """Everything recorded about the patient as one timeline, newest first: (kind, when,
@@ -83,24 +96,22 @@ def patient_timeline(*, patient: Patient, with_related: bool = True, lab_tests: 
     lists the patient's lab tests (`patient_lab_tests`) and screenings
     (`screening.selectors.screening_list`) beside the timeline: given those, it reads only
     the status changes."""
-    from screening.models import Review, Screening
+    from screening.selectors import patient_screenings
 
-    changes = patient.status_changes.select_related("changed_by", *(["lab_test"] if with_related else []))
-    entries = [("status_change", c.changed_at, c) for c in changes]
+    changes = _STATUS_CHANGES[with_related].all(patient.pk)
     if lab_tests is None:
-        lab_tests = patient.lab_tests.select_related("recorded_by")
-    entries += [("lab_test", t.recorded_at, t) for t in lab_tests]
+        lab_tests = _LAB_TESTS.all(patient.pk)
+    for row in (*changes, *lab_tests):
+        row.patient = patient
     if screenings is None:
-        screenings = Screening.objects.filter(patient=patient).prefetch_related("results")
-        if with_related:
-            screenings = screenings.select_related("scan", "scan__uploaded_by")
-        screenings = list(screenings)
-        reviews = Review.objects.filter(patient=patient).select_related("reviewer")
-    else:  # the page's screenings come with their reviews
+        screenings, results, reviews = patient_screenings(patient=patient, with_scans=with_related)
+    else:  # the page's screenings come with their results and reviews
+        results = [r for s in screenings for r in s.results.all()]
         reviews = [r for s in screenings for r in s.reviews.all()]
+    entries = [("status_change", c.changed_at, c) for c in changes]
+    entries += [("lab_test", t.recorded_at, t) for t in lab_tests]
     entries += [("screening", s.created_at, s) for s in screenings]
-    # A patient's AI results are those of the patient's screenings: fetched with them.
-    entries += [("ai_result", r.created_at, r) for s in screenings for r in s.results.all()]
+    entries += [("ai_result", r.created_at, r) for r in results]
     entries += [("review", r.reviewed_at, r) for r in reviews]
     entries.sort(key=lambda e: (e[1], TIMELINE_KINDS.index(e[0]), e[2].pk), reverse=True)
     return entries

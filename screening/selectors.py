@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from django.db.models import Prefetch, QuerySet
 
+from hospitals.managers import ScopedPreparedSelect
 from hospitals.models import Hospital
 from patients.models import LabResult, LabTest, Patient, Status, TRANSITIONS
 
@@ -18,6 +19,37 @@ def screening_list(*, patient: Patient) -> QuerySet[Screening]:
                           Prefetch("reviews", queryset=Review.objects.select_related("reviewer")))
         .order_by("-created_at", "-id")
     )
+
+
+# A patient's screenings (with their scans and uploaders, or without), AI results and reviews,
+# for the patient's timeline: compiled once per connection (hospitals.managers).
+_PATIENT_SCREENINGS = {
+    False: ScopedPreparedSelect(lambda patient_id: Screening.objects.filter(patient_id=patient_id)),
+    True: ScopedPreparedSelect(lambda patient_id: Screening.objects.filter(patient_id=patient_id)
+                               .select_related("scan", "scan__uploaded_by")),
+}
+_PATIENT_RESULTS = ScopedPreparedSelect(lambda patient_id: AiResult.objects.filter(patient_id=patient_id))
+_PATIENT_REVIEWS = ScopedPreparedSelect(
+    lambda patient_id: Review.objects.filter(patient_id=patient_id).select_related("reviewer"))
+
+
+def patient_screenings(*, patient: Patient, with_scans: bool) -> tuple[list, list, list]:
+    """The patient's screenings, their AI results and their reviews, in three queries. Each
+    screening holds its results as `prefetched_results` (as the API's lists prefetch them);
+    every row holds the patient."""
+    screenings = _PATIENT_SCREENINGS[with_scans].all(patient.pk)
+    by_id = {}
+    for screening in screenings:
+        screening.patient, screening.prefetched_results = patient, []
+        by_id[screening.pk] = screening
+    results = [r for r in _PATIENT_RESULTS.all(patient.pk) if r.screening_id in by_id]
+    for result in results:
+        result.patient, result.screening = patient, by_id[result.screening_id]
+        result.screening.prefetched_results.append(result)
+    reviews = _PATIENT_REVIEWS.all(patient.pk)
+    for review in reviews:
+        review.patient = patient
+    return screenings, results, reviews
 
 
 def screening_get(*, hospital: Hospital, pk: int) -> Screening:

@@ -6,10 +6,11 @@ from django.apps import apps
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db.models import Q
+from django.db.models.sql.compiler import SQLCompiler
 from django_scopes import ScopeError, scope, scopes_disabled
 
 from config.celery_app import app as celery_app
-from hospitals.managers import _ScopedManager
+from hospitals.managers import ScopedPreparedSelect, _ScopedManager
 from hospitals.models import AuditEvent, Hospital, Membership
 from hospitals.tenancy import HospitalTask, ScopedCommand, scoped_hospital
 from patients.models import LabTest, Patient, StatusChange
@@ -110,6 +111,35 @@ def test_a_scoped_query_is_django_scopes_own_however_often_the_hospitals_alterna
             assert set(manager.values_list("pk", flat=True)) == own[hospital_b]
         with scopes_disabled():
             assert set(manager.values_list("pk", flat=True)) == own[hospital_a] | own[hospital_b]
+
+def test_a_scoped_prepared_select_binds_the_hospital_of_the_scope_it_runs_in(hospital_a, hospital_b, monkeypatch):
+    a = hospital_world(hospital_a, tag="ALPHA")
+    b = hospital_world(hospital_b, tag="BETA")
+    tests_of = ScopedPreparedSelect(lambda patient_id: LabTest.objects.filter(patient_id=patient_id))
+    with scope(hospital=hospital_a):
+        assert tests_of.all(a.patient.pk) == [a.lab_test]  # compiled here, with A's id bound
+        assert tests_of.all(b.patient.pk) == []  # B's patient, asked for in A's scope
+    compiled = []
+    as_sql = SQLCompiler.as_sql
+    monkeypatch.setattr(SQLCompiler, "as_sql", lambda self, *a, **kw: compiled.append(1) or as_sql(self, *a, **kw))
+    with scope(hospital=hospital_b):  # the same statement, B's id bound
+        assert tests_of.all(b.patient.pk) == [b.lab_test]
+        assert tests_of.all(a.patient.pk) == []
+    assert compiled == []
+    # Any other scope: the ORM's queryset, as django-scopes builds it.
+    with pytest.raises(ScopeError):
+        tests_of.all(a.patient.pk)
+    with scope(hospital=[hospital_b.pk]):
+        assert tests_of.all(a.patient.pk) == []
+    with scopes_disabled():
+        assert tests_of.all(a.patient.pk) == [a.lab_test]
+    assert compiled
+
+
+def test_a_scoped_prepared_select_of_rows_no_scope_filters_is_refused(hospital_a):
+    with scope(hospital=hospital_a), pytest.raises(ValueError, match="parameters"):
+        ScopedPreparedSelect(lambda slug: Hospital.objects.filter(slug=slug)).all("alpha")
+
 
 # --- ScopedCommand -------------------------------------------------------------------------------
 class ListPatients(ScopedCommand):
