@@ -19,7 +19,7 @@ class PreparedUserMixin:
             pk = User._meta.pk.to_python(user_id)
         except ValidationError:
             return None
-        user = USER_BY_PK.first(pk)
+        user = USER_BY_PK.first(pk) if pk is not None else None
         return user if user is not None and self.user_can_authenticate(user) else None
 
 
