@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
+from config.prepared import PreparedSelect
 from hospitals import backends, selectors, sessions
 from hospitals.models import Membership, Role
 
@@ -43,6 +44,15 @@ def test_a_session_loads_as_djangos_store_loads_it(db):
         assert ours.session_key == djangos.session_key
     assert sessions.SessionStore(live.session_key).load() == {"a": 1, "b": "two"}
     assert sessions.SessionStore(expired.session_key).load() == {}
+
+
+@pytest.mark.parametrize("backend", [backends.ModelBackend, backends.AuthenticationBackend])
+def test_a_session_without_a_user_id_reads_no_user(db, backend, monkeypatch):
+    # A statement not compiled yet: compiling it for no id would be refused.
+    monkeypatch.setattr(backends, "USER_BY_PK", PreparedSelect(backends.USER_BY_PK.build))
+    assert backend().get_user(None) is None
+    user = UserFactory()
+    assert backend().get_user(user.pk) == user
 
 
 @pytest.mark.parametrize("backend", [backends.ModelBackend, backends.AuthenticationBackend])
