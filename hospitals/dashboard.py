@@ -23,9 +23,8 @@ from django.db import connection
 from django.db.models import Count, Min
 from django.db.models.functions import TruncDate
 from django.utils import timezone
-from django.utils.translation import get_language
+from django.utils.translation import get_language, ngettext
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
 
 from hospitals.models import Hospital
 from patients.models import Patient, Status, StatusChange
@@ -194,6 +193,7 @@ def table_rows(chart: dict) -> list[tuple[datetime.date, list[int]]]:
 
 #: What the data version reads: the newest value of one column of each table the figures count.
 VERSION_COLUMNS = ((Patient, "updated_at"), (StatusChange, "id"), (Screening, "id"), (AiResult, "id"), (Review, "id"))
+RECENT_VERSION = 2  # the first two: what the recent status changes show
 _version_sql: dict[str, str] = {}  # database vendor -> the statement
 
 
@@ -221,15 +221,20 @@ def dashboard(*, hospital: Hospital) -> dict:
     """Everything the dashboard shows except the recent changes list, from the cache while
     the hospital's data has not changed. `figures_key` names this version of the figures:
     the page caches the charts' tables rendered from them under it (tenant and language in
-    the key, like the figures)."""
+    the key, like the figures); `recent_key` names this version of the recent changes."""
     today = timezone.localdate()
-    version = hashlib.sha256(repr(data_version(hospital=hospital)).encode()).hexdigest()[:20]
+    newest = data_version(hospital=hospital)
+    version = hashlib.sha256(repr(newest).encode()).hexdigest()[:20]
     key = f"dashboard:h{hospital.pk}:{today.isoformat()}:{get_language()}:{version}"
     figures = cache.get(key)
     if figures is None:
         figures = _compute(hospital=hospital, today=today)
         cache.set(key, figures, CACHE_SECONDS)
-    return {**figures, "figures_key": key, "figures_seconds": CACHE_SECONDS}
+    # The recent changes show status changes and their patients: an upload, a result or a
+    # review leaves them as they were.
+    recent = hashlib.sha256(repr(newest[:RECENT_VERSION]).encode()).hexdigest()[:20]
+    return {**figures, "figures_key": key, "figures_seconds": CACHE_SECONDS,
+            "recent_key": f"dashboard-recent:h{hospital.pk}:{hospital.slug}:{get_language()}:{recent}"}
 
 
 def _compute(*, hospital: Hospital, today: datetime.date) -> dict:

@@ -135,10 +135,10 @@ def suggested_status(*, patient: Patient, lab_tests: list) -> str | None:
     return None
 
 
-def patient_audit_read(*, request, patients, action: str = "view") -> None:
-    """Record that the requesting user saw these patients (one entry per list page,
-    naming every patient id on it)."""
-    ids = [p.pk for p in patients]
+def patient_audit_read(*, request, patients=(), patient_ids=None, action: str = "view") -> None:
+    """Record that the requesting user saw these patients, or the patients of these ids (one
+    entry per list page, naming every patient id on it)."""
+    ids = [p.pk for p in patients] if patient_ids is None else patient_ids
     if action == "view":
         audit_record(action="view", object_type="patient", object_id=ids[0], hospital=request.hospital,
                      request=request)

@@ -16,7 +16,7 @@ from django_scopes import scope, scopes_disabled
 from freezegun import freeze_time
 
 from hospitals.dashboard import DAYS, data_version, format_duration
-from hospitals.models import Role
+from hospitals.models import AuditEvent, Role
 from patients import services as patient_services
 from patients.models import Status
 from screening.models import AiResult, Review, Screening
@@ -292,6 +292,52 @@ def test_figures_are_cached_until_the_hospital_data_changes(world_a, login, djan
     response = client.get(url)
     assert response.context["pending"]["count"] == before["pending"]["count"]
     assert reviewed(response.content.decode()) == ("2 of 3", 3)
+
+
+def test_recent_changes_are_cached_until_a_change_or_a_patient_edit_and_every_load_is_audited(
+        world_a, world_b, login, django_assert_max_num_queries):
+    """The rendered recent changes come from the cache on a second load (no read of the
+    changes), also after an upload and its result, yet each load's audit entry names the
+    patients shown; a status change or an edit of a patient shows on the next load; B's page
+    shows B's changes only."""
+    client = login(world_a.clinician)
+    url = dashboard_url(world_a.hospital)
+    p1, p2, _p3 = world_a.others
+
+    def shown(html):  # the patients named in the recent changes, in their order
+        section = html.split('aria-labelledby="recent-h"', 1)[1].split("</section>", 1)[0]
+        return [int(part.split("/", 1)[0]) for part in section.split(f"{url}patients/")[1:]]
+
+    def audited():
+        with scopes_disabled():
+            return [e.detail["patients"] for e in AuditEvent.objects.filter(
+                hospital=world_a.hospital, action="list", object_type="patient").order_by("id")]
+
+    def read_changes(queries):  # the recent changes' read: their ids in the order of the list
+        return [q for q in queries if "patients_statuschange" in q["sql"] and "changed_at" in q["sql"]]
+
+    first = shown(client.get(url).content.decode())
+    assert p1.pk in first
+    with django_assert_max_num_queries(100) as hit:
+        html = client.get(url).content.decode()
+    assert shown(html) == first and not read_changes(hit.captured_queries)
+    with scope(hospital=world_a.hospital):  # an upload and its result change the figures, not the changes
+        airesult_for(screening_for(p1, actor=world_a.clinician, seed=11), covid=0.8)
+    with django_assert_max_num_queries(100) as upload:
+        html = client.get(url).content.decode()
+    assert shown(html) == first and not read_changes(upload.captured_queries)
+    assert audited() == [list(dict.fromkeys(first))] * 3
+
+    with scope(hospital=world_a.hospital):
+        change(p2, Status.CARRIER, 0, world_a.clinician)
+    assert shown(client.get(url).content.decode())[0] == p2.pk
+    with scope(hospital=world_a.hospital):
+        patient_services.patient_update(patient=p2, actor=world_a.clinician, family_name="Renamed")
+    assert "Renamed" in client.get(url).content.decode().split('aria-labelledby="recent-h"', 1)[1]
+
+    b_html = login(world_b.clinician).get(dashboard_url(world_b.hospital)).content.decode()
+    assert "Renamed" not in b_html
+    assert not set(shown(b_html.replace(dashboard_url(world_b.hospital), url))) & {p1.pk, p2.pk}
 
 
 def test_the_data_version_moves_with_every_table_it_reads_and_with_its_hospitals_rows_only(world_a, world_b):
