@@ -99,10 +99,12 @@ def patient_timeline(*, patient: Patient, with_related: bool = True, lab_tests: 
     from screening.selectors import patient_screenings
 
     changes = _STATUS_CHANGES[with_related].all(patient.pk)
-    if lab_tests is None:
+    for change in changes:
+        change.patient = patient
+    if lab_tests is None:  # the page's lab tests come with their patient
         lab_tests = _LAB_TESTS.all(patient.pk)
-    for row in (*changes, *lab_tests):
-        row.patient = patient
+        for test in lab_tests:
+            test.patient = patient
     if screenings is None:
         screenings, results, reviews = patient_screenings(patient=patient, with_scans=with_related)
     else:  # the page's screenings come with their results and reviews

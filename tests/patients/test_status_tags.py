@@ -22,7 +22,7 @@ def test_a_value_that_is_no_status_shows_as_it_is_escaped():
             == '<span class="badge status-x&quot;&gt;&lt;script&gt;">x&quot;&gt;&lt;script&gt;</span>')
 
 
-def test_a_transition_shows_both_statuses_or_the_first_alone():
+def test_a_transition_shows_both_statuses_or_the_new_one_alone():
     assert render("{% status_transition a b %}", a="", b="suspected") == (
         '<span class="badge status-suspected">Suspected</span>')
     assert render("{% status_transition a b %}", a="suspected", b=Status.INFECTED) == (
