@@ -313,8 +313,9 @@ def test_recent_changes_are_cached_until_a_change_or_a_patient_edit_and_every_lo
             return [e.detail["patients"] for e in AuditEvent.objects.filter(
                 hospital=world_a.hospital, action="list", object_type="patient").order_by("id")]
 
-    def read_changes(queries):  # the recent changes' read: their ids in the order of the list
-        return [q for q in queries if "patients_statuschange" in q["sql"] and "changed_at" in q["sql"]]
+    def read_changes(queries):  # the recent changes' read (their ids in the order of the list), not the version's
+        return [q for q in queries if "patients_statuschange" in q["sql"] and "changed_at" in q["sql"]
+                and not q["sql"].startswith("SELECT (SELECT")]
 
     first = shown(client.get(url).content.decode())
     assert p1.pk in first
