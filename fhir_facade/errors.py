@@ -5,10 +5,10 @@ status codes: 400 bad search, 401 no credential, 403 missing scope or role, 404 
 
 from rest_framework import exceptions
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.renderers import JSONRenderer
 from rest_framework.views import exception_handler
 
 from hospitals.api.exceptions import as_api_exception
+from hospitals.api.renderers import JSONRenderer
 
 FHIR_JSON = "application/fhir+json"
 
