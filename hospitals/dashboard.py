@@ -194,9 +194,10 @@ def table_rows(chart: dict) -> list[tuple[datetime.date, list[int]]]:
 #: What the data version reads: the newest time of each table the figures count, the column its
 #: (hospital, time) index holds, so that each part reads one index entry. Ordered by id, MariaDB
 #: sorted the hospital's status changes and reviews, or walked the primary key past other
-#: hospitals' screenings and results (0.5-3.5 ms a statement against 0.2-0.6). Every time but
-#: the patient's is set once, at insert; a second row of the same microsecond would go unseen
-#: until the cache expires, as a deleted row other than the newest does.
+#: hospitals' screenings and results (the statement took 2.5 ms at the median of the benchmark's
+#: 100 hospitals and 7.2 at most, against 0.6 and 2.6). Every time but the patient's is set once,
+#: at insert; a second row of the same microsecond would go unseen until the cache expires, as a
+#: deleted row other than the newest does.
 VERSION_COLUMNS = ((Patient, "updated_at"), (StatusChange, "changed_at"), (Screening, "created_at"),
                    (AiResult, "created_at"), (Review, "reviewed_at"))
 RECENT_VERSION = 2  # the first two: what the recent status changes show

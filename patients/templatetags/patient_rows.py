@@ -1,9 +1,9 @@
 """The patient list's rows: `{% patient_row patient patients_url %}` prints one `<tr>`.
 
 A tag, as Django's admin builds its changelist rows in Python: a row written in the template
-resolved ten variables, two filters, a tag and a condition, 25 times a page, and that loop was a
-sixth of the patient search's CPU. `patients_url` is the list's own URL, reversed once a page: a
-row links to `<patients_url><pk>/`."""
+resolved ten variables, two filters, a tag and a condition, 25 times a page (0.6 ms of the patient
+search's 16.6 ms of CPU). `patients_url` is the list's own URL, reversed once a page: a row links
+to `<patients_url><pk>/`."""
 
 from django import template
 from django.utils.html import format_html
