@@ -9,16 +9,14 @@ from django import template
 from django.utils.html import format_html
 from django.utils.translation import gettext
 
+from hospitals.templatetags.iso_dates import date
+
 from .patient_status import status_badge
 
 register = template.Library()
 
 _ROW = ('<tr><td><a href="{}{}/">{}, {}</a></td><td class="mono">{}</td><td>{}</td><td>{}</td><td>{}{}</td>'
         "<td>{}</td></tr>")
-
-
-def _iso(day) -> str:
-    return day.isoformat() if day else ""
 
 
 @register.simple_tag
@@ -28,5 +26,5 @@ def patient_row(patient, patients_url):
     pending = (format_html(' <span class="badge badge-pending">{}</span>', gettext("Review pending"))
                if patient.awaiting_review else "")
     return format_html(_ROW, patients_url, patient.pk, patient.family_name, patient.given_name, patient.mrn,
-                       _iso(patient.birth_date), patient.get_sex_display(), status_badge(patient.status), pending,
-                       _iso(patient.status_since))
+                       date(patient.birth_date, "Y-m-d"), patient.get_sex_display(), status_badge(patient.status),
+                       pending, date(patient.status_since, "Y-m-d"))
