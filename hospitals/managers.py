@@ -11,7 +11,9 @@ several hospitals) goes through django-scopes unchanged.
 
 `ScopedPreparedSelect` is a `config.prepared.PreparedSelect` of such a manager's rows: the
 scope's filter is compiled into its statement once, and each call binds the hospital of
-the scope it runs in."""
+the scope it runs in. `ScopedPrefetch` reads a page's related rows with them."""
+
+from collections import defaultdict
 
 from django.db import models
 from django_scopes import ScopedManager, get_scope
@@ -61,3 +63,38 @@ class ScopedPreparedSelect(PreparedSelect):
         if hospital_id is None:
             return list(self.queryset(*values).using(using))
         return super().all(hospital_id, *values, using=using)
+
+
+class ScopedPrefetch:
+    """What `prefetch_related(Prefetch(<reverse relation>, <ordered queryset>, to_attr=...))`
+    does for a page of instances: the rows of `model` whose foreign key `fk` names one of them,
+    in `ordering`, as a list in each instance's `to_attr`, each row's `fk` cached as its
+    instance (the same rows, in the same order). Django compiles the prefetch's query and runs
+    its machinery for every page (1.9 ms for a 50-screening page's results and reviews,
+    against 0.85 here): the rows are read by a `ScopedPreparedSelect` for each power of two
+    of the page's size, the ids that fill it up being negative (no row has one)."""
+
+    def __init__(self, model, fk: str, ordering: tuple[str, ...], to_attr: str):
+        self.field, self.to_attr = model._meta.get_field(fk), to_attr
+        lookup = f"{self.field.attname}__in"
+        self.build = lambda *ids: model.objects.filter(**{lookup: ids}).order_by(*ordering)
+        self._selects: dict[int, ScopedPreparedSelect] = {}  # statement size -> its select
+
+    def __call__(self, instances) -> None:
+        ids = list(dict.fromkeys(obj.pk for obj in instances))
+        rows = []
+        if ids:
+            size = 1 << (len(ids) - 1).bit_length()
+            select = self._selects.get(size)
+            if select is None:
+                select = self._selects[size] = ScopedPreparedSelect(self.build)
+            rows = select.all(*ids, *range(-1, len(ids) - size - 1, -1))
+        by_id = defaultdict(list)
+        attname = self.field.attname
+        for row in rows:
+            by_id[getattr(row, attname)].append(row)
+        for obj in instances:
+            related = by_id.get(obj.pk, [])
+            for row in related:
+                self.field.set_cached_value(row, obj)
+            setattr(obj, self.to_attr, related)

@@ -177,12 +177,17 @@ class HospitalGenericViewSet(HospitalScopedAPIMixin, viewsets.GenericViewSet):
     def refine_queryset(self, queryset):
         return queryset
 
+    def load_related(self, objects: list) -> None:
+        """Read what the serializer shows of these objects beyond their rows (a page of the list,
+        or the object of a detail), where `refine_queryset` does not join it."""
+
 
 class AuditedListMixin:
     """`list`: filtered, cursor-paginated, the page audited as one read."""
 
     def list(self, request, *args, **kwargs):
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        self.load_related(page)
         self.audit_objects(page, "list")
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
@@ -192,6 +197,7 @@ class AuditedRetrieveMixin:
 
     def retrieve(self, request, *args, **kwargs):
         obj = self.get_object()
+        self.load_related([obj])
         self.audit_objects([obj], "view")
         return Response(self.get_serializer(obj).data)
 

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 
 from hospitals.api.base import AuditedListMixin, AuditedRetrieveMixin, HospitalGenericViewSet
 from hospitals.api.throttling import HospitalUploadThrottle
+from hospitals.managers import ScopedPrefetch
 from patients.api.serializers import StatusChangeSerializer
 from screening import services
 from screening.models import AiResult, Review, Screening
@@ -27,6 +28,9 @@ from .serializers import (
     ScreeningSerializer,
     ScreeningStatusSerializer,
 )
+
+_RESULTS = ScopedPrefetch(AiResult, "screening", ("-created_at",), PREFETCHED_RESULTS)
+_REVIEWS = ScopedPrefetch(Review, "screening", ("-reviewed_at", "-id"), PREFETCHED_REVIEWS)
 
 
 @extend_schema_view(
@@ -59,9 +63,11 @@ class ScreeningViewSet(AuditedListMixin, AuditedRetrieveMixin, HospitalGenericVi
             return queryset.prefetch_related(Prefetch(
                 "results", queryset=AiResult.objects.only("id", "screening_id", "created_at"),
                 to_attr=PREFETCHED_RESULTS))
-        return (queryset.select_related("scan").prefetch_related(
-            Prefetch("results", queryset=AiResult.objects.order_by("-created_at"), to_attr=PREFETCHED_RESULTS),
-            Prefetch("reviews", queryset=Review.objects.order_by("-reviewed_at", "-id"), to_attr=PREFETCHED_REVIEWS)))
+        return queryset.select_related("scan")
+
+    def load_related(self, screenings):
+        _RESULTS(screenings)
+        _REVIEWS(screenings)
 
     def get_throttles(self):
         throttles = super().get_throttles()

@@ -1,21 +1,23 @@
 """Fail-closed tenancy: every hospital-owned model is scoped, an unscoped query raises,
 and the non-web entry points (ScopedCommand, HospitalTask) open exactly one hospital."""
 
+import datetime
+
 import pytest
 from django.apps import apps
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db.models import Q
+from django.db.models import Prefetch, Q, prefetch_related_objects
 from django.db.models.sql.compiler import SQLCompiler
 from django_scopes import ScopeError, scope, scopes_disabled
 
 from config.celery_app import app as celery_app
-from hospitals.managers import ScopedPreparedSelect, _ScopedManager
+from hospitals.managers import ScopedPrefetch, ScopedPreparedSelect, _ScopedManager
 from hospitals.models import AuditEvent, Hospital, Membership
 from hospitals.tenancy import HospitalTask, ScopedCommand, scoped_hospital
 from patients.models import LabTest, Patient, StatusChange
 
-from ..factories import hospital_world
+from ..factories import LabTestFactory, PatientFactory, hospital_world
 
 
 def is_historical(model) -> bool:
@@ -139,6 +141,42 @@ def test_a_scoped_prepared_select_binds_the_hospital_of_the_scope_it_runs_in(hos
 def test_a_scoped_prepared_select_of_rows_no_scope_filters_is_refused(hospital_a):
     with scope(hospital=hospital_a), pytest.raises(ValueError, match="parameters"):
         ScopedPreparedSelect(lambda slug: Hospital.objects.filter(slug=slug)).all("alpha")
+
+
+def test_a_scoped_prefetch_gives_each_instance_the_rows_djangos_prefetch_gives(hospital_a, hospital_b, monkeypatch):
+    patients = PatientFactory.create_batch(9, hospital=hospital_a)
+    for i, patient in enumerate(patients):  # 0 to 4 tests each, on one day: the order's tie-break counts
+        LabTestFactory.create_batch(i % 5, patient=patient, sample_date=datetime.date(2026, 3, 1 + i % 2))
+    other = hospital_world(hospital_b, tag="BETA")
+    prefetch = ScopedPrefetch(LabTest, "patient", ("-sample_date", "-id"), "tests")
+
+    def read(page):
+        return [(p.pk, [t.pk for t in p.tests]) for p in page]
+
+    with scope(hospital=hospital_a):
+        # Pages of 1, 3, 4, 5 and 9 (statements of 1, 4, 4, 8 and 16 ids) and a repeated instance.
+        for page in ([patients[4]], patients[:3], patients[1:5], patients[2:7], patients, [patients[3]] * 2):
+            expected = [Patient.objects.get(pk=p.pk) for p in page]
+            prefetch_related_objects(expected, Prefetch("lab_tests", LabTest.objects.order_by("-sample_date", "-id"),
+                                                        to_attr="tests"))
+            prefetch(page)
+            assert read(page) == read(expected)
+            assert all(t.patient is p for p in page for t in p.tests)  # read without a query
+        assert sum(len(p.tests) for p in patients) == 16
+        prefetch([other.patient, patients[1]])  # another hospital's patient gets nothing here
+        assert (other.patient.tests, len(patients[1].tests)) == ([], 1)
+        compiled = []
+        as_sql = SQLCompiler.as_sql
+        monkeypatch.setattr(SQLCompiler, "as_sql", lambda self, *a, **kw: compiled.append(1) or as_sql(self, *a, **kw))
+        prefetch(patients[:6])  # 8 ids: compiled above
+        assert compiled == []
+    # Any other scope: the ORM's queryset, as django-scopes builds it.
+    with pytest.raises(ScopeError):
+        prefetch(patients[:2])
+    with scopes_disabled():
+        prefetch([other.patient, patients[1]])
+        assert ([t.pk for t in other.patient.tests], len(patients[1].tests)) == ([other.lab_test.pk], 1)
+    prefetch([])  # nothing to read, in any scope
 
 
 # --- ScopedCommand -------------------------------------------------------------------------------
