@@ -198,10 +198,10 @@ def observation(result) -> dict:
 
 def diagnostic_report(screening) -> dict:
     """A screening with at least one AI result: preliminary until a clinician reviewed it,
-    then final with the latest review's conclusion. `screening.results` and
-    `screening.reviews` are prefetched newest first; `last_updated` is annotated."""
-    results = list(screening.results.all())
-    reviews = list(screening.reviews.all())
+    then final with the latest review's conclusion. Its results and reviews are read, newest
+    first (`screening.selectors.prefetch_results` and `prefetch_reviews`); `last_updated` is
+    annotated."""
+    results, reviews = screening.prefetched_results, screening.prefetched_reviews
     review = reviews[0] if reviews else None
     scan = screening.scan
     if review is not None:

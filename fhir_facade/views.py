@@ -10,7 +10,7 @@ differs: FHIR JSON, OperationOutcome errors (fhir_facade.errors)."""
 
 import re
 
-from django.db.models import Exists, F, Min, OuterRef, Prefetch, Q, Subquery
+from django.db.models import Exists, F, Min, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce, Greatest
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from hospitals.api.base import HospitalAPIView, HospitalGenericViewSet
 from patients import selectors as patient_selectors
 from patients.models import Patient, StatusChange
+from screening import selectors as screening_selectors
 from screening.models import AiResult, Review, Scan, ScanFormat, Screening
 
 from . import mapping
@@ -94,12 +95,14 @@ class FhirResourceViewSet(FhirMixin, HospitalGenericViewSet):
 
     def retrieve(self, request, *args, **kwargs):
         obj = self.get_object()
+        self.load_related([obj])
         self.audit_objects([obj], "view")
         return Response(self.to_resource(obj))
 
     def list(self, request, *args, **kwargs):
         queryset = apply_search(self.get_queryset(), request.query_params, self.search_params, self)
         rows, total, next_url = paginate(request, queryset, key=self.id_field, cursor_pattern=self.id_pattern)
+        self.load_related(rows)
         self.audit_objects(rows, "list")
         base = self.base_url()
         resources = [self.to_resource(row) for row in rows]
@@ -212,9 +215,11 @@ class DiagnosticReportViewSet(FhirResourceViewSet):
             # Greatest() is NULL on MySQL and SQLite when an argument is: coalesce first.
             .annotate(last_updated=Greatest(Coalesce(F("last_review"), F("last_result")), F("last_result")))
             .select_related("scan")
-            .prefetch_related(Prefetch("results", queryset=AiResult.objects.order_by("-created_at", "-id")),
-                              Prefetch("reviews", queryset=Review.objects.order_by("-reviewed_at", "-id")))
         )
+
+    def load_related(self, screenings):
+        screening_selectors.prefetch_results(screenings)
+        screening_selectors.prefetch_reviews(screenings)
 
     def to_resource(self, screening):
         return mapping.diagnostic_report(screening)

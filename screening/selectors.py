@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from django.db.models import Prefetch, QuerySet
 
-from hospitals.managers import ScopedPreparedSelect
+from hospitals.managers import ScopedPrefetch, ScopedPreparedSelect
 from hospitals.models import Hospital
 from patients.models import LabResult, LabTest, Patient, Status, TRANSITIONS
 
@@ -19,6 +19,14 @@ def screening_list(*, patient: Patient) -> QuerySet[Screening]:
                           Prefetch("reviews", queryset=Review.objects.select_related("reviewer")))
         .order_by("-created_at", "-id")
     )
+
+
+# A page of screenings' AI results and reviews, newest first, in the lists that the API's and
+# the FHIR facade's screenings are shown from.
+PREFETCHED_RESULTS = "prefetched_results"
+PREFETCHED_REVIEWS = "prefetched_reviews"
+prefetch_results = ScopedPrefetch(AiResult, "screening", ("-created_at", "-id"), PREFETCHED_RESULTS)
+prefetch_reviews = ScopedPrefetch(Review, "screening", ("-reviewed_at", "-id"), PREFETCHED_REVIEWS)
 
 
 # A patient's screenings (with their scans and uploaders, or without), AI results and reviews,

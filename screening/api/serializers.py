@@ -9,6 +9,7 @@ from hospitals.api.serializers import FastReadMixin
 from ml.inference import DISCLAIMER
 from patients.models import Patient
 from screening.models import AiLabel, AiResult, Review, ReviewDecision, Scan, Screening
+from screening.selectors import PREFETCHED_RESULTS, PREFETCHED_REVIEWS
 
 
 class ScanSerializer(FastReadMixin, serializers.ModelSerializer):
@@ -37,12 +38,6 @@ class AiResultSerializer(FastReadMixin, serializers.ModelSerializer):
 
     def get_disclaimer(self, result) -> str:
         return DISCLAIMER
-
-
-# The API's screening querysets prefetch results and reviews into these lists (a Prefetch
-# with `to_attr`): prefetching into each row's related manager costs Django a queryset per row.
-PREFETCHED_RESULTS = "prefetched_results"
-PREFETCHED_REVIEWS = "prefetched_reviews"
 
 
 def _related(screening, prefetched: str, relation: str) -> list:

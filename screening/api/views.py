@@ -12,9 +12,8 @@ from rest_framework.response import Response
 
 from hospitals.api.base import AuditedListMixin, AuditedRetrieveMixin, HospitalGenericViewSet
 from hospitals.api.throttling import HospitalUploadThrottle
-from hospitals.managers import ScopedPrefetch
 from patients.api.serializers import StatusChangeSerializer
-from screening import services
+from screening import selectors, services
 from screening.models import AiResult, Review, Screening
 
 from . import filters
@@ -28,9 +27,6 @@ from .serializers import (
     ScreeningSerializer,
     ScreeningStatusSerializer,
 )
-
-_RESULTS = ScopedPrefetch(AiResult, "screening", ("-created_at",), PREFETCHED_RESULTS)
-_REVIEWS = ScopedPrefetch(Review, "screening", ("-reviewed_at", "-id"), PREFETCHED_REVIEWS)
 
 
 @extend_schema_view(
@@ -66,8 +62,8 @@ class ScreeningViewSet(AuditedListMixin, AuditedRetrieveMixin, HospitalGenericVi
         return queryset.select_related("scan")
 
     def load_related(self, screenings):
-        _RESULTS(screenings)
-        _REVIEWS(screenings)
+        selectors.prefetch_results(screenings)
+        selectors.prefetch_reviews(screenings)
 
     def get_throttles(self):
         throttles = super().get_throttles()
