@@ -6,7 +6,7 @@ from django.db.models import Prefetch, QuerySet
 
 from hospitals.managers import ScopedPrefetch, ScopedPreparedSelect
 from hospitals.models import Hospital
-from patients.models import LabResult, LabTest, Patient, Status, TRANSITIONS
+from patients.models import TRANSITIONS, LabResult, LabTest, Patient, Status
 
 from .models import AWAITING_REVIEW, AiResult, Review, Scan, Screening
 
@@ -117,7 +117,8 @@ def status_suggestion(*, screening: Screening) -> StatusSuggestion | None:
 
 def screening_worklist(*, hospital: Hospital, status: str = "", unreviewed: bool = False) -> QuerySet[Screening]:
     """The hospital's screenings, newest first, for the worklist page. `unreviewed` keeps
-    the finished ones (done) that nobody has reviewed yet: a radiologist's reading queue."""
+    the finished ones (done) that nobody has reviewed yet: a radiologist's reading queue.
+    A page's results and reviews are read with `prefetch_results` and `prefetch_reviews`."""
     from .models import ScreeningStatus
 
     qs = Screening.objects.filter(hospital=hospital)
@@ -125,21 +126,13 @@ def screening_worklist(*, hospital: Hospital, status: str = "", unreviewed: bool
         qs = qs.filter(AWAITING_REVIEW)
     elif status in ScreeningStatus.values:
         qs = qs.filter(status=status)
-    return (
-        qs.select_related("patient", "scan")
-        .prefetch_related(Prefetch("results", queryset=AiResult.objects.order_by("-created_at")),
-                          Prefetch("reviews", queryset=Review.objects.order_by("-reviewed_at", "-id")))
-        .order_by("-created_at", "-id")
-    )
+    return qs.select_related("patient", "scan").order_by("-created_at", "-id")
 
 
 def review_queue(*, hospital: Hospital) -> QuerySet[Screening]:
     """The radiologists' reading queue: finished screenings (done) nobody has reviewed yet,
-    the highest COVID-19 probability first, then the longest waiting (oldest upload).
+    the highest COVID-19 probability first, then the longest waiting (oldest upload). A
+    page's results are read with `prefetch_results`.
     `review_priority` (see the model) holds the key, in the order of an index."""
-    return (
-        Screening.objects.filter(AWAITING_REVIEW, hospital=hospital)
-        .select_related("patient", "scan")
-        .prefetch_related(Prefetch("results", queryset=AiResult.objects.order_by("-created_at", "-id")))
-        .order_by("-review_priority", "created_at", "id")
-    )
+    return (Screening.objects.filter(AWAITING_REVIEW, hospital=hospital).select_related("patient", "scan")
+            .order_by("-review_priority", "created_at", "id"))

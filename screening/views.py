@@ -317,6 +317,9 @@ def worklist(request, hospital_slug):
     screenings = selectors.screening_worklist(hospital=request.hospital, status=show,
                                               unreviewed=show == UNREVIEWED)
     page = Paginator(screenings, WORKLIST_PAGE_SIZE).get_page(request.GET.get("page"))
+    page.object_list = list(page.object_list)
+    selectors.prefetch_results(page.object_list)
+    selectors.prefetch_reviews(page.object_list)
     patients = list({s.patient_id: s.patient for s in page.object_list}.values())
     if patients:
         patient_selectors.patient_audit_read(request=request, patients=patients, action="list")
@@ -346,6 +349,7 @@ def _render_queue(request, *, selected_pk: int | None = None, review_form=None):
     target = request.headers.get("HX-Target", "") if request.headers.get("HX-Request") == "true" else ""
     if target == "review-queue" and request.GET.get("shown") == signature:
         return HttpResponse(status=204)
+    selectors.prefetch_results(items)
     selected = next((s for s in items if s.pk == selected_pk), items[0] if items else None)
     context = {"page": page, "items": items, "signature": signature, "selected": selected,
                "querystring": "", "disclaimer": DISCLAIMER, "from_queue": FROM_QUEUE}
@@ -354,7 +358,7 @@ def _render_queue(request, *, selected_pk: int | None = None, review_form=None):
                                                                              for s in items}.values()),
                                              action="list")
     if target != "review-queue" and selected is not None:
-        result = selected.results.all()[0]
+        result = selected.prefetched_results[0]
         context.update(scan=selected.scan, result=result, screening=selected, patient=selected.patient,
                        probabilities=_probability_rows(result),
                        decision_display=AI_DECISIONS.get(result.decision, result.decision.replace("_", " ")),

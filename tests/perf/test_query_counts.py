@@ -133,3 +133,39 @@ def test_a_patients_portal_page_reads_each_kind_of_record_once(world, client, dj
         assert response.content.decode().count('class="entry-review"') == (SMALL if n == SMALL else LARGE)
         counts.append(len(captured))
     assert counts[0] == counts[1]
+
+
+# The portal's screening lists: the session, its user and memberships, the count and the page
+# (with patients and scans), the results (and on the worklist the reviews), the audit entry
+# (three statements); the review worklist also shows the first screening (its audit entry and
+# its uploader).
+@pytest.mark.parametrize("path,bound,reviewed,row", [
+    ("screenings/", 10, True, 'href="/h/perf/screenings/'),
+    ("screenings/review/", 13, False, "data-screening="),
+], ids=["worklist", "review worklist"])
+def test_the_portals_screening_lists_read_a_page_in_the_same_queries_however_full(
+        world, client, path, bound, reviewed, row, django_assert_max_num_queries):
+    from hospitals.models import Membership, Role
+
+    hospital, user, patient, _ = world
+    with scopes_disabled():
+        Membership.objects.create(user=user, hospital=hospital, role=Role.CLINICIAN)
+    client.force_login(user)
+    url = f"/h/perf/{path}"
+    client.get(url)  # the first request after sign-in also records the session
+    counts, rows = [], []
+    for n in (SMALL, LARGE - SMALL):
+        add_records(hospital, user, patient, n)
+        if not reviewed:  # waiting for a review
+            with scopes_disabled():
+                Review.objects.filter(hospital=hospital).delete()
+                Screening.objects.filter(hospital=hospital).update(review_priority=0.5)
+        with django_assert_max_num_queries(bound) as captured:
+            response = client.get(url)
+        assert response.status_code == 200
+        body = response.content.decode()
+        rows.append(body.count(row))
+        assert body.count("COVID-19") > rows[-1]  # each row shows its result's label
+        counts.append(len(captured))
+    assert rows[1] > rows[0] >= SMALL, rows
+    assert counts[0] == counts[1], f"{counts[0]} queries for {rows[0]} rows, {counts[1]} for {rows[1]}"
