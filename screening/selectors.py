@@ -21,8 +21,8 @@ def screening_list(*, patient: Patient) -> QuerySet[Screening]:
     )
 
 
-# A page of screenings' AI results and reviews, newest first, in the lists that the API's and
-# the FHIR facade's screenings are shown from.
+# A page of screenings' AI results and reviews, newest first, in the lists that the API, the
+# FHIR facade and the portal's worklists show them from.
 PREFETCHED_RESULTS = "prefetched_results"
 PREFETCHED_REVIEWS = "prefetched_reviews"
 prefetch_results = ScopedPrefetch(AiResult, "screening", ("-created_at", "-id"), PREFETCHED_RESULTS)
@@ -131,8 +131,8 @@ def screening_worklist(*, hospital: Hospital, status: str = "", unreviewed: bool
 
 def review_queue(*, hospital: Hospital) -> QuerySet[Screening]:
     """The radiologists' reading queue: finished screenings (done) nobody has reviewed yet,
-    the highest COVID-19 probability first, then the longest waiting (oldest upload). A
-    page's results are read with `prefetch_results`.
-    `review_priority` (see the model) holds the key, in the order of an index."""
+    the highest COVID-19 probability first, then the longest waiting (oldest upload).
+    `review_priority` (see the model) holds the key, in the order of an index. A page's
+    results are read with `prefetch_results`."""
     return (Screening.objects.filter(AWAITING_REVIEW, hospital=hospital).select_related("patient", "scan")
             .order_by("-review_priority", "created_at", "id"))

@@ -83,7 +83,7 @@ def has_markup(data: bytes) -> bool:
     Each "<" that a tag's second byte follows, and each ":" after "pt", is found with NumPy
     (passes over the bytes at memory speed; compressed pixels hold a "<" every 256 bytes),
     and the token is matched there. Searching the lower-cased file (a copy, the regular
-    expression, then the substring) took 2.9 ms for a 3.3 MB PNG; this takes 1.2."""
+    expression, then the substring) took 2.7 ms for a 3.3 MB PNG; this takes 1.3."""
     a = np.frombuffer(data, np.uint8)
     opens = np.flatnonzero(a[:-1] == 0x3C)
     for at in opens[np.isin(a[opens + 1] | 0x20, _TAG_SECOND_BYTES)].tolist():
