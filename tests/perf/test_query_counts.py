@@ -113,22 +113,29 @@ def test_query_count_does_not_grow_with_rows(world, path, bound, django_assert_m
     assert counts[0] == counts[1], f"{counts[0]} queries for {sizes[0]} rows, {counts[1]} for {sizes[1]}"
 
 
-def test_a_patients_portal_page_reads_each_kind_of_record_once(world, client, django_assert_max_num_queries):
-    """The page shows the lab tests and screenings beside the timeline, which reuses them:
-    the same queries for 2 records of each kind as for 50."""
+@pytest.fixture
+def portal(world, client):
+    """The world's user signed in to the portal as a clinician of its hospital."""
     from hospitals.models import Membership, Role
 
-    hospital, user, patient, _ = world
+    hospital, user, _, _ = world
     with scopes_disabled():
         Membership.objects.create(user=user, hospital=hospital, role=Role.CLINICIAN)
     client.force_login(user)
+    return client
+
+
+def test_a_patients_portal_page_reads_each_kind_of_record_once(world, portal, django_assert_max_num_queries):
+    """The page shows the lab tests and screenings beside the timeline, which reuses them:
+    the same queries for 2 records of each kind as for 50."""
+    hospital, user, patient, _ = world
     url = f"/h/perf/patients/{patient.pk}/"
-    client.get(url)  # the first request after sign-in also records the session
+    portal.get(url)  # the first request after sign-in also records the session
     counts = []
     for n in (SMALL, LARGE - SMALL):
         add_records(hospital, user, patient, n)
         with django_assert_max_num_queries(PORTAL_PATIENT_QUERIES) as captured:
-            response = client.get(url)
+            response = portal.get(url)
         assert response.status_code == 200
         assert response.content.decode().count('class="entry-review"') == (SMALL if n == SMALL else LARGE)
         counts.append(len(captured))
@@ -144,15 +151,10 @@ def test_a_patients_portal_page_reads_each_kind_of_record_once(world, client, dj
     ("screenings/review/", 13, False, "data-screening="),
 ], ids=["worklist", "review worklist"])
 def test_the_portals_screening_lists_read_a_page_in_the_same_queries_however_full(
-        world, client, path, bound, reviewed, row, django_assert_max_num_queries):
-    from hospitals.models import Membership, Role
-
+        world, portal, path, bound, reviewed, row, django_assert_max_num_queries):
     hospital, user, patient, _ = world
-    with scopes_disabled():
-        Membership.objects.create(user=user, hospital=hospital, role=Role.CLINICIAN)
-    client.force_login(user)
     url = f"/h/perf/{path}"
-    client.get(url)  # the first request after sign-in also records the session
+    portal.get(url)  # the first request after sign-in also records the session
     counts, rows = [], []
     for n in (SMALL, LARGE - SMALL):
         add_records(hospital, user, patient, n)
@@ -161,7 +163,7 @@ def test_the_portals_screening_lists_read_a_page_in_the_same_queries_however_ful
                 Review.objects.filter(hospital=hospital).delete()
                 Screening.objects.filter(hospital=hospital).update(review_priority=0.5)
         with django_assert_max_num_queries(bound) as captured:
-            response = client.get(url)
+            response = portal.get(url)
         assert response.status_code == 200
         body = response.content.decode()
         rows.append(body.count(row))
