@@ -87,15 +87,15 @@ _LAB_TESTS = ScopedPreparedSelect(
 
 
 def patient_timeline(*, patient: Patient, with_related: bool = True, lab_tests: list | None = None,
-                     screenings: list | None = None) -> list[tuple[str, datetime.datetime, object]]:
+                     screening_records: tuple | None = None) -> list[tuple[str, datetime.datetime, object]]:
     """Everything recorded about the patient as one timeline, newest first: (kind, when,
     record) with kind one of TIMELINE_KINDS and `when` the time it was recorded (a status
     change also has its effective date, a lab test its sample date). Five queries.
     `with_related=False` leaves out a change's lab test and a screening's scan and
     uploader, which only the portal page shows (the API names them by id). The portal's page
-    lists the patient's lab tests (`patient_lab_tests`) and screenings
-    (`screening.selectors.screening_list`) beside the timeline: given those, it reads only
-    the status changes."""
+    lists the patient's lab tests (`patient_lab_tests`) and screenings with their results and
+    reviews (`screening_records`, of `screening.selectors.patient_screenings`) beside the
+    timeline: given those, it reads only the status changes."""
     from screening.selectors import patient_screenings
 
     changes = _STATUS_CHANGES[with_related].all(patient.pk)
@@ -105,11 +105,7 @@ def patient_timeline(*, patient: Patient, with_related: bool = True, lab_tests: 
         lab_tests = _LAB_TESTS.all(patient.pk)
         for test in lab_tests:
             test.patient = patient
-    if screenings is None:
-        screenings, results, reviews = patient_screenings(patient=patient, with_scans=with_related)
-    else:  # the page's screenings come with their results and reviews
-        results = [r for s in screenings for r in s.results.all()]
-        reviews = [r for s in screenings for r in s.reviews.all()]
+    screenings, results, reviews = screening_records or patient_screenings(patient=patient, with_scans=with_related)
     entries = [("status_change", c.changed_at, c) for c in changes]
     entries += [("lab_test", t.recorded_at, t) for t in lab_tests]
     entries += [("screening", s.created_at, s) for s in screenings]

@@ -108,16 +108,17 @@ def patient_detail(request, hospital_slug, pk):
     patient = _patient_or_404(request, pk)
     selectors.patient_audit_read(request=request, patients=[patient], action="view")
     lab_tests = list(selectors.patient_lab_tests(patient=patient))
-    screenings = list(screening_selectors.screening_list(patient=patient))
+    screening_records = screening_selectors.patient_screenings(patient=patient, with_scans=True)
     suggestion = selectors.suggested_status(patient=patient, lab_tests=lab_tests)
     return render(request, "patients/detail.html", {
         "patient": patient,
-        "timeline": selectors.patient_timeline(patient=patient, lab_tests=lab_tests, screenings=screenings),
+        "timeline": selectors.patient_timeline(patient=patient, lab_tests=lab_tests,
+                                               screening_records=screening_records),
         "lab_tests": lab_tests,
         "suggestion": Status(suggestion) if suggestion else None,
         "suggestion_test": lab_tests[0] if suggestion else None,
         "allowed_transitions": [Status(s) for s in patient.allowed_transitions()],
-        "screenings": screenings,
+        "screenings": screening_records[0],
     })
 
 

@@ -2,24 +2,13 @@
 
 from dataclasses import dataclass
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import QuerySet
 
 from hospitals.managers import ScopedPrefetch, ScopedPreparedSelect
 from hospitals.models import Hospital
 from patients.models import TRANSITIONS, LabResult, LabTest, Patient, Status
 
 from .models import AWAITING_REVIEW, AiResult, Review, Scan, Screening
-
-
-def screening_list(*, patient: Patient) -> QuerySet[Screening]:
-    return (
-        Screening.objects.filter(patient=patient)
-        .select_related("scan", "scan__uploaded_by")  # the uploader: for the patient's timeline
-        .prefetch_related(Prefetch("results", queryset=AiResult.objects.order_by("-created_at")),
-                          Prefetch("reviews", queryset=Review.objects.select_related("reviewer")))
-        .order_by("-created_at", "-id")
-    )
-
 
 # A page of screenings' AI results and reviews, newest first, in the lists that the API, the
 # FHIR facade and the portal's worklists show them from.
@@ -42,21 +31,22 @@ _PATIENT_REVIEWS = ScopedPreparedSelect(
 
 
 def patient_screenings(*, patient: Patient, with_scans: bool) -> tuple[list, list, list]:
-    """The patient's screenings, their AI results and their reviews, in three queries. Each
-    screening holds its results as `prefetched_results` (as the API's lists prefetch them);
-    every row holds the patient."""
+    """The patient's screenings, their AI results and their reviews, in three queries, each
+    newest first. Each screening holds its results and reviews as `prefetched_results` and
+    `prefetched_reviews` (as the API's lists prefetch them); every row holds the patient."""
     screenings = _PATIENT_SCREENINGS[with_scans].all(patient.pk)
     by_id = {}
     for screening in screenings:
-        screening.patient, screening.prefetched_results = patient, []
+        screening.patient, screening.prefetched_results, screening.prefetched_reviews = patient, [], []
         by_id[screening.pk] = screening
     results = [r for r in _PATIENT_RESULTS.all(patient.pk) if r.screening_id in by_id]
     for result in results:
         result.patient, result.screening = patient, by_id[result.screening_id]
         result.screening.prefetched_results.append(result)
-    reviews = _PATIENT_REVIEWS.all(patient.pk)
+    reviews = [r for r in _PATIENT_REVIEWS.all(patient.pk) if r.screening_id in by_id]
     for review in reviews:
-        review.patient = patient
+        review.patient, review.screening = patient, by_id[review.screening_id]
+        review.screening.prefetched_reviews.append(review)
     return screenings, results, reviews
 
 
