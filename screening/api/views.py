@@ -15,11 +15,10 @@ from hospitals.api.throttling import HospitalUploadThrottle
 from patients.api.serializers import StatusChangeSerializer
 from screening import selectors, services
 from screening.models import AiResult, Review, Screening
+from screening.selectors import PREFETCHED_RESULTS, PREFETCHED_REVIEWS
 
 from . import filters
 from .serializers import (
-    PREFETCHED_RESULTS,
-    PREFETCHED_REVIEWS,
     AiResultSerializer,
     ApplySuggestionSerializer,
     ReviewSerializer,
